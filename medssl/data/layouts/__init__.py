@@ -1,0 +1,5 @@
+"""Public dataset layouts (BraTS, VinDr-Mammo, CBIS-DDSM, MIMIC-CXR-JPG, CheXpert, indexed DICOM exports) to datalists."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
