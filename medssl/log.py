@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 __all__ = ["get_logger", "configure_logging"]
 
@@ -41,3 +42,9 @@ def configure_logging(verbosity: int = 0, stream=None) -> None:
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.propagate = False
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print warnings as one line (``medssl: warning: ...``) on the command line, without source lines."""
+    print(f"medssl: warning: {message}", file=file or sys.stderr)

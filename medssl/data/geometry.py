@@ -167,6 +167,8 @@ def series_geometry(
     row_cosine, column_cosine = iop[0, :3], iop[0, 3:]
     if abs(np.linalg.norm(row_cosine) - 1) > 0.01 or abs(np.linalg.norm(column_cosine) - 1) > 0.01:
         raise SeriesGeometryError(f"ImageOrientationPatient is not made of unit vectors: {iop[0].tolist()}", path)
+    if abs(float(row_cosine @ column_cosine)) > 0.01:
+        raise SeriesGeometryError(f"ImageOrientationPatient row and column are not orthogonal: {iop[0].tolist()}", path)
     row_cosine = row_cosine / np.linalg.norm(row_cosine)
     column_cosine = column_cosine / np.linalg.norm(column_cosine)
     normal = np.cross(row_cosine, column_cosine)
