@@ -1144,13 +1144,16 @@ def hd95_per_region(
     out: dict[str, float] = {}
     both = [i for i in range(pm.shape[0]) if pm[i].any() and gm[i].any()]
     if both:
-        hd = compute_hausdorff_distance(
-            torch.from_numpy(pm[None, both]).float(),
-            torch.from_numpy(gm[None, both]).float(),
-            include_background=True,
-            percentile=95,
-            spacing=sp.tolist(),
-        )[0].numpy()
+        with warnings.catch_warnings():
+            # MONAI 1.5+ calls its own deprecated argument inside compute_hausdorff_distance: not actionable here.
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
+            hd = compute_hausdorff_distance(
+                torch.from_numpy(pm[None, both]).float(),
+                torch.from_numpy(gm[None, both]).float(),
+                include_background=True,
+                percentile=95,
+                spacing=sp.tolist(),
+            )[0].numpy()
         hd_of = dict(zip(both, hd.tolist()))
     for i, name in enumerate(regions):
         if i in both:
