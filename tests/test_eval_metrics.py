@@ -336,6 +336,12 @@ def test_threshold_for_matches_brute_force():
     assert M.sensitivity(y, s, t_spec) == pytest.approx(max(se for _, se, sp in points if sp >= 0.8))
     with pytest.raises(MetricInputError, match="not both"):
         M.threshold_for(y, s, sensitivity=0.9, specificity=0.9)
+    with pytest.raises(MetricInputError, match="method must be"):
+        M.threshold_for(y, s, method="f1")
+    t_corner = M.threshold_for(y, s, method="closest")
+    best_corner = min((1 - se) ** 2 + (1 - sp) ** 2 for _, se, sp in points)
+    se, sp = M.sensitivity_specificity(y, s, t_corner)
+    assert (1 - se) ** 2 + (1 - sp) ** 2 == pytest.approx(best_corner)
 
 
 def test_sensitivity_specificity_by_hand_and_with_ci():

@@ -912,6 +912,8 @@ def threshold_for(
     _require_both_classes(yt, "threshold_for")
     if sensitivity is not None and specificity is not None:
         raise MetricInputError("give a sensitivity target or a specificity target, not both", "threshold_for")
+    if method not in ("youden", "closest"):
+        raise MetricInputError(f"method must be 'youden' or 'closest', got {method!r}", "threshold_for")
     for name, target in (("sensitivity", sensitivity), ("specificity", specificity)):
         if target is not None and not 0 <= target <= 1:
             raise MetricInputError(f"{name} target must be in [0, 1], got {target}", "threshold_for")
@@ -923,10 +925,8 @@ def threshold_for(
         idx = int(np.flatnonzero(fpr <= 1 - specificity + eps)[-1])
     elif method == "youden":
         idx = int(np.argmax(tpr - fpr))
-    elif method == "closest":
-        idx = int(np.argmin(fpr**2 + (1 - tpr) ** 2))
     else:
-        raise MetricInputError(f"method must be 'youden' or 'closest', got {method!r}", "threshold_for")
+        idx = int(np.argmin(fpr**2 + (1 - tpr) ** 2))
     return float(thresholds[idx])
 
 
