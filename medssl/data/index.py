@@ -33,6 +33,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import struct
+import threading
 import time
 import warnings
 from collections import Counter
@@ -44,12 +46,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from medssl.data.geometry import plane_of, series_geometry
 from medssl.data.keys import make_key, resolve_salt
 from medssl.data.manifest import ERROR_COLUMNS, MANIFEST_COLUMNS
 from medssl.data.sequences import has_contrast, infer_sequence
-from medssl.data.views import view_and_laterality
+from medssl.data.views import PLANAR_MODALITIES, view_and_laterality
 from medssl.exceptions import InputFileError, SeriesGeometryError
 from medssl.log import get_logger
 
@@ -76,6 +85,7 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, FloatPixelData,
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _IN_PROCESS_BELOW = 256  # files; below this a process pool costs more than it saves
 _CHUNK = 64
+_PLANAR_OK = ("MG", "DX", "CR", "RF", "XA", "US", "OT", "SC", "DR", "SR", "ES", "XC", "SM")
 
 
 @dataclass
@@ -131,59 +141,132 @@ def _error(rel: str, reason: str, detail: str) -> dict[str, Any]:
     return {"status": "error", "path": rel, "reason": reason, "detail": detail[:300]}
 
 
-def _value(ds, keyword: str) -> Any:
-    value = ds.get(keyword)
-    if value is None:
-        return None
-    if hasattr(value, "value") and not isinstance(value, str | bytes):  # DataElement from .get on some tags
-        value = value.value
-    if isinstance(value, bytes):
-        return None
-    if isinstance(value, str | int | float):
-        return value
+_TAGS = {
+    keyword: tag_for_keyword(keyword)
+    for keyword in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "StudyDate",
+        "StudyTime",
+        "Modality",
+        "SeriesNumber",
+        "InstanceNumber",
+        "SeriesDescription",
+        "ProtocolName",
+        "SequenceName",
+        "ImageType",
+        "BodyPartExamined",
+        "Manufacturer",
+        "ContrastBolusAgent",
+        "EchoTime",
+        "RepetitionTime",
+        "InversionTime",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "ImagerPixelSpacing",
+        "SliceThickness",
+        "SpacingBetweenSlices",
+        "PhotometricInterpretation",
+        "PresentationIntentType",
+        "ViewPosition",
+        "ImageLaterality",
+        "Laterality",
+        "ViewCodeSequence",
+        "PatientOrientation",
+        "BitsAllocated",
+        "SamplesPerPixel",
+    )
+}
+
+
+class _Header:
+    """Fast read access to the few tags the index needs.
+
+    pydicom converts a raw element to a typed value through its hook machinery on first access, about 40 us per
+    element; for the ~40 tags read per file that doubles the cost of parsing the file. Text values (the large
+    majority here) are decoded directly from the raw bytes when they are ASCII, and anything else (non-ASCII text,
+    sequences, already-converted elements) goes through pydicom's own conversion, so values are pydicom's.
+    """
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+        self.raw = ds._dict
+        implicit, little = ds.original_encoding
+        self.little = True if little is None else little
+
+    def text(self, keyword: str) -> str:
+        element = self.raw.get(_TAGS[keyword])
+        if element is None:
+            return ""
+        if isinstance(element, RawDataElement) and element.VR not in ("US", "UL", "SS", "SL", "SQ"):
+            value = element.value
+            if value is None:
+                return ""
+            try:
+                return value.decode("ascii").strip(" \x00")
+            except UnicodeDecodeError:
+                pass
+        value = self.ds[_TAGS[keyword]].value
+        if value is None:
+            return ""
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            return "\\".join(str(v) for v in value)
+        return str(value).strip()
+
+    def texts(self, keyword: str) -> list[str]:
+        text = self.text(keyword)
+        return [t.strip() for t in text.split("\\")] if text else []
+
+    def numbers(self, keyword: str) -> list[float] | None:
+        try:
+            values = [float(v) for v in self.texts(keyword)]
+        except ValueError:
+            return None
+        return values or None
+
+    def number(self, keyword: str) -> float | None:
+        values = self.numbers(keyword)
+        return values[0] if values else None
+
+    def integer(self, keyword: str, default: int) -> int:
+        element = self.raw.get(_TAGS[keyword])
+        if element is None:
+            return default
+        if (
+            isinstance(element, RawDataElement)
+            and element.value is not None
+            and (element.VR == "US" or (element.VR is None and len(element.value) == 2))
+        ):
+            return struct.unpack("<H" if self.little else ">H", element.value[:2])[0]
+        try:
+            return int(float(self.text(keyword)))
+        except (TypeError, ValueError):
+            return default
+
+
+def _code_meaning(item) -> str:
+    return str(item.get("CodeMeaning") or item.get("CodeValue") or "") if item is not None else ""
+
+
+def _view_codes(header: _Header) -> tuple[str, str]:
+    """CodeMeaning of ViewCodeSequence and of its ViewModifierCodeSequence (mammography)."""
+    if _TAGS["ViewCodeSequence"] not in header.raw:
+        return "", ""
     try:
-        return [v if isinstance(v, int | float) else str(v) for v in value]
-    except TypeError:
-        return str(value)
-
-
-def _int(ds, keyword: str, default: int) -> int:
-    try:
-        value = ds.get(keyword)
-        return default if value in (None, "") else int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-def _float_list(ds, keyword: str) -> list[float] | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        return [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-
-
-def _code_meaning(ds, keyword: str) -> str:
-    sequence = ds.get(keyword)
-    if not sequence:
-        return ""
-    try:
-        item = sequence[0]
-        return str(item.get("CodeMeaning") or item.get("CodeValue") or "")
-    except (IndexError, TypeError, AttributeError):
-        return ""
-
-
-def _view_modifier(ds) -> str:
-    sequence = ds.get("ViewCodeSequence")
-    if not sequence:
-        return ""
-    try:
-        return _code_meaning(sequence[0], "ViewModifierCodeSequence")
-    except (IndexError, TypeError):
-        return ""
+        item = header.ds.ViewCodeSequence[0]
+        modifiers = item.get("ViewModifierCodeSequence") or []
+        return _code_meaning(item), _code_meaning(modifiers[0] if len(modifiers) else None)
+    except (IndexError, AttributeError, TypeError, KeyError):
+        return "", ""
 
 
 def _names_in_path(rel: str, patient_id: str, patient_name: str) -> bool:
@@ -193,19 +276,39 @@ def _names_in_path(rel: str, patient_id: str, patient_name: str) -> bool:
     return any(t.lower() in lowered for t in tokens)
 
 
-def _pixel_problem(ds, path: Path, size: int) -> tuple[str, str] | None:
-    """Check that pixel data is present, complete and decodable, without reading it."""
-    from pydicom.pixels import get_decoder
-    from pydicom.pixels.utils import get_expected_length
-    from pydicom.uid import UID
+def _pixel_element(fp, syntax, deflated_ds=None) -> tuple[int, int, int] | None:
+    """``(tag, value offset, length)`` of the pixel data element that ``fp`` is positioned at, or None.
 
-    raw = next((ds._dict.get(tag) for tag in _PIXEL_TAGS if tag in ds._dict), None)
-    if raw is None:
-        sop = ds.get("SOPClassUID")
-        name = UID(str(sop)).name if sop else "unknown SOP class"
+    pydicom's ``stop_before_pixels`` leaves the file positioned at the pixel data element but has no API that reports
+    the element's offset and length without reading or deferring it (deferring costs about a third more parse time),
+    so the 8 or 12 bytes of the element header are unpacked here.
+    """
+    if deflated_ds is not None:  # offsets in a deflated body are not file offsets: ask pydicom (rare files)
+        raw = next((deflated_ds._dict.get(t) for t in _PIXEL_TAGS if t in deflated_ds._dict), None)
+        return None if raw is None else (int(raw.tag), -1, -1)
+    position = fp.tell()
+    head = fp.read(12)
+    if len(head) < 8:
+        return None
+    order = "<" if syntax.is_little_endian else ">"
+    group, element = struct.unpack(order + "HH", head[:4])
+    tag = (group << 16) | element
+    if tag not in _PIXEL_TAGS:
+        return None
+    if syntax.is_implicit_VR:
+        return tag, position + 8, struct.unpack(order + "L", head[4:8])[0]
+    if len(head) < 12:
+        return tag, -1, -1
+    return tag, position + 12, struct.unpack(order + "L", head[8:12])[0]
+
+
+def _pixel_problem(header: _Header, pixel, syntax, path: Path, size: int) -> tuple[str, str] | None:
+    """Check that pixel data is present, complete and decodable, without reading it."""
+    if pixel is None:
+        sop = header.text("SOPClassUID")
+        name = UID(sop).name if sop else "unknown SOP class"
         return "no_pixel_data", f"no image in this DICOM object ({name})"
-    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
+    tag, tell, length = pixel
     if not syntax.is_transfer_syntax:
         return "unsupported_transfer_syntax", f"unknown transfer syntax {syntax}"
     if syntax.is_encapsulated:
@@ -223,13 +326,13 @@ def _pixel_problem(ds, path: Path, size: int) -> tuple[str, str] | None:
             if _SEQUENCE_DELIMITER not in handle.read():
                 return "truncated", "encapsulated pixel data has no sequence delimiter at the end of the file"
         return None
-    if syntax.is_deflated or tell is None or length is None or length == 0xFFFFFFFF:
-        return None  # offsets of a deflated body are not file offsets; undefined lengths cannot be checked here
+    if tell < 0 or length == 0xFFFFFFFF:
+        return None
     if tell + length > size:
         return "truncated", f"pixel data declares {length} bytes but the file ends {tell + length - size} bytes early"
-    if raw.tag == 0x7FE00010:
+    if tag == 0x7FE00010:
         try:
-            expected = get_expected_length(ds, unit="bytes")
+            expected = get_expected_length(header.ds, unit="bytes")
         except (AttributeError, KeyError, TypeError, ValueError):
             expected = 0  # incomplete image pixel module: the loader reports it when it decodes
         if expected and length < expected:
@@ -249,9 +352,6 @@ def read_instance(path: str | os.PathLike, root: str | os.PathLike, salt: str) -
         ``{"status": "ok", ...instance fields...}``, ``{"status": "dicomdir", "path": ...}`` or
         ``{"status": "error", "path", "reason", "detail"}``.
     """
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
-
     path = Path(path)
     rel = os.path.relpath(path, root)
     try:
@@ -263,17 +363,25 @@ def read_instance(path: str | os.PathLike, root: str | os.PathLike, salt: str) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            try:
-                ds = dcmread(path, defer_size=1024)
-            except InvalidDicomError:
-                # Old exports hold raw data sets without the 128-byte preamble and DICM prefix; accept them only if
-                # they parse into something that looks like an image header.
+            with open(path, "rb") as fp:
                 try:
-                    ds = dcmread(path, defer_size=1024, force=True)
-                except Exception:  # noqa: BLE001 - any parse failure of a forced read means "not DICOM"
-                    return _error(rel, "not_dicom", "no DICM prefix and not parseable as a raw DICOM data set")
-                if not any(k in ds for k in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")):
-                    return _error(rel, "not_dicom", "no DICM prefix and no DICOM identifying tags")
+                    ds = dcmread(fp, stop_before_pixels=True)
+                except InvalidDicomError:
+                    # Old exports hold raw data sets without the 128-byte preamble and DICM prefix; accept them only
+                    # if they parse into something carrying DICOM identifiers.
+                    fp.seek(0)
+                    try:
+                        ds = dcmread(fp, stop_before_pixels=True, force=True)
+                    except Exception:  # noqa: BLE001 - any parse failure of a forced read means "not DICOM"
+                        return _error(rel, "not_dicom", "no DICM prefix and not parseable as a raw DICOM data set")
+                    if not any(t in ds._dict for t in (_TAGS["SOPClassUID"], _TAGS["StudyInstanceUID"])):
+                        return _error(rel, "not_dicom", "no DICM prefix and no DICOM identifying tags")
+                sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or "")
+                if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+                    return {"status": "dicomdir", "path": rel}
+                syntax = UID(str(ds.file_meta.get("TransferSyntaxUID") or ImplicitVRLittleEndian))
+                deflated = dcmread(path, defer_size=1024) if syntax.is_transfer_syntax and syntax.is_deflated else None
+                pixel = _pixel_element(fp, syntax, deflated) if syntax.is_transfer_syntax else (0, -1, -1)
         except (EOFError, OSError) as error:
             reason = "truncated" if isinstance(error, EOFError) or "end of file" in str(error).lower() else "unreadable"
             return _error(rel, reason, f"{type(error).__name__}: {error}")
@@ -281,79 +389,69 @@ def read_instance(path: str | os.PathLike, root: str | os.PathLike, salt: str) -
             message = str(error)
             reason = "truncated" if "end of" in message.lower() or "unexpected" in message.lower() else "unreadable"
             return _error(rel, reason, f"{type(error).__name__}: {message}")
-
         try:
-            return _record(ds, rel, path, size, salt)
+            header = _Header(ds)
+            problem = _pixel_problem(header, pixel, syntax, path, size)
+            if problem is not None:
+                return _error(rel, *problem)
+            return _record(header, rel, salt, sop_class, syntax)
         except Exception as error:  # noqa: BLE001 - a malformed value in any tag must not stop the whole index
             return _error(rel, "unreadable", f"{type(error).__name__} while reading tags: {error}")
 
 
-def _record(ds, rel: str, path: Path, size: int, salt: str) -> dict[str, Any]:
+def _record(header: _Header, rel: str, salt: str, sop_class: str, syntax) -> dict[str, Any]:
     """The PHI-free record of a parsed header (or an error record)."""
-    from pydicom.uid import UID
-
-    sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or "")
-    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
-        return {"status": "dicomdir", "path": rel}
-    try:
-        problem = _pixel_problem(ds, path, size)
-    except Exception as error:  # noqa: BLE001
-        problem = ("unreadable", f"{type(error).__name__}: {error}")
-    if problem is not None:
-        return _error(rel, *problem)
-    study_uid = str(ds.get("StudyInstanceUID") or "").strip()
-    series_uid = str(ds.get("SeriesInstanceUID") or "").strip()
+    study_uid = header.text("StudyInstanceUID")
+    series_uid = header.text("SeriesInstanceUID")
     if not study_uid or not series_uid:
         missing = [k for k, v in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)) if not v]
         return _error(rel, "missing_tags", f"no {' or '.join(missing)}")
-
-    patient_id = str(ds.get("PatientID") or "").strip()
-    patient_name = str(ds.get("PatientName") or "").strip()
-    patient_source = patient_id or (f"name:{patient_name}|{ds.get('PatientBirthDate') or ''}" if patient_name else "")
-    pixel_spacing = _float_list(ds, "PixelSpacing") or _float_list(ds, "ImagerPixelSpacing")
-    record: dict[str, Any] = {
+    patient_id = header.text("PatientID")
+    patient_name = header.text("PatientName")
+    patient_source = patient_id or (f"name:{patient_name}|{header.text('PatientBirthDate')}" if patient_name else "")
+    view_code, view_modifier = _view_codes(header)
+    return {
         "status": "ok",
         "path": rel,
         "patient_key": make_key("patient", patient_source or f"study:{study_uid}", salt),
         "patient_id_missing": not patient_source,
         "study_key": make_key("study", study_uid, salt),
         "series_key": make_key("series", series_uid, salt),
-        "instance_key": make_key("instance", str(ds.get("SOPInstanceUID") or rel), salt),
-        "_study_datetime": f"{ds.get('StudyDate') or ''}{ds.get('StudyTime') or ''}",
+        "instance_key": make_key("instance", header.text("SOPInstanceUID") or rel, salt),
+        "_study_datetime": header.text("StudyDate") + header.text("StudyTime"),
         "path_has_phi": _names_in_path(rel, patient_id, patient_name),
-        "Modality": str(ds.get("Modality") or "").upper(),
-        "SeriesNumber": _value(ds, "SeriesNumber"),
-        "InstanceNumber": _value(ds, "InstanceNumber"),
-        "SeriesDescription": str(ds.get("SeriesDescription") or ""),
-        "ProtocolName": str(ds.get("ProtocolName") or ""),
-        "SequenceName": str(ds.get("SequenceName") or ""),
-        "ImageType": _value(ds, "ImageType"),
-        "BodyPartExamined": str(ds.get("BodyPartExamined") or ""),
-        "Manufacturer": str(ds.get("Manufacturer") or ""),
-        "ContrastBolusAgent": str(ds.get("ContrastBolusAgent") or ""),
-        "EchoTime": _value(ds, "EchoTime"),
-        "RepetitionTime": _value(ds, "RepetitionTime"),
-        "InversionTime": _value(ds, "InversionTime"),
-        "Rows": _int(ds, "Rows", 0),
-        "Columns": _int(ds, "Columns", 0),
-        "NumberOfFrames": _int(ds, "NumberOfFrames", 1),
-        "ImagePositionPatient": _float_list(ds, "ImagePositionPatient"),
-        "ImageOrientationPatient": _float_list(ds, "ImageOrientationPatient"),
-        "PixelSpacing": pixel_spacing,
-        "SliceThickness": _value(ds, "SliceThickness"),
-        "SpacingBetweenSlices": _value(ds, "SpacingBetweenSlices"),
-        "PhotometricInterpretation": str(ds.get("PhotometricInterpretation") or ""),
-        "PresentationIntentType": str(ds.get("PresentationIntentType") or ""),
-        "TransferSyntax": UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))).name,
+        "Modality": header.text("Modality").upper(),
+        "SeriesNumber": header.number("SeriesNumber"),
+        "InstanceNumber": header.number("InstanceNumber"),
+        "SeriesDescription": header.text("SeriesDescription"),
+        "ProtocolName": header.text("ProtocolName"),
+        "SequenceName": header.text("SequenceName"),
+        "ImageType": header.texts("ImageType"),
+        "BodyPartExamined": header.text("BodyPartExamined"),
+        "Manufacturer": header.text("Manufacturer"),
+        "ContrastBolusAgent": header.text("ContrastBolusAgent"),
+        "EchoTime": header.number("EchoTime"),
+        "RepetitionTime": header.number("RepetitionTime"),
+        "InversionTime": header.number("InversionTime"),
+        "Rows": header.integer("Rows", 0),
+        "Columns": header.integer("Columns", 0),
+        "NumberOfFrames": header.integer("NumberOfFrames", 1),
+        "ImagePositionPatient": header.numbers("ImagePositionPatient"),
+        "ImageOrientationPatient": header.numbers("ImageOrientationPatient"),
+        "PixelSpacing": header.numbers("PixelSpacing") or header.numbers("ImagerPixelSpacing"),
+        "SliceThickness": header.number("SliceThickness"),
+        "SpacingBetweenSlices": header.number("SpacingBetweenSlices"),
+        "PhotometricInterpretation": header.text("PhotometricInterpretation"),
+        "PresentationIntentType": header.text("PresentationIntentType"),
+        "TransferSyntax": syntax.name,
         "SOPClass": UID(sop_class).name if sop_class else "",
-        "ViewPosition": str(ds.get("ViewPosition") or ""),
-        "ImageLaterality": str(ds.get("ImageLaterality") or ""),
-        "Laterality": str(ds.get("Laterality") or ""),
-        "ViewCode": _code_meaning(ds, "ViewCodeSequence"),
-        "ViewModifierCode": _view_modifier(ds),
-        "PatientOrientation": _value(ds, "PatientOrientation"),
+        "ViewPosition": header.text("ViewPosition"),
+        "ImageLaterality": header.text("ImageLaterality"),
+        "Laterality": header.text("Laterality"),
+        "ViewCode": view_code,
+        "ViewModifierCode": view_modifier,
+        "PatientOrientation": header.texts("PatientOrientation"),
     }
-    return record
 
 
 def _read_chunk(paths: Sequence[str], root: str, salt: str) -> list[dict[str, Any]]:
@@ -382,82 +480,90 @@ def _dicomdir_errors(root: Path, dicomdirs: Iterable[str], known: set[str]) -> t
     return errors, referenced
 
 
-def _first(values: pd.Series) -> Any:
-    for value in values:
-        if value is not None and not (isinstance(value, float) and np.isnan(value)) and value != "":
-            return value
-    return None
+def _first(values: Iterable[Any]) -> Any:
+    return next((v for v in values if v not in (None, "") and not (isinstance(v, float) and np.isnan(v))), None)
 
 
-def _mode(values: pd.Series) -> Any:
+def _mode(values: Iterable[Any]) -> str:
     counts = Counter(str(v) for v in values if v not in (None, ""))
     return counts.most_common(1)[0][0] if counts else ""
 
 
-def _series_row(series: pd.DataFrame, root: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _spacing_2d(pixel_spacing: list[float] | None) -> list[float]:
+    return [float(pixel_spacing[1]), float(pixel_spacing[0])] if pixel_spacing and len(pixel_spacing) == 2 else []
+
+
+def _series_row(instances: list[dict[str, Any]], root: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One manifest row from the instances of one series (already de-duplicated)."""
     errors: list[dict[str, Any]] = []
-    first = series.iloc[0]
-    files = list(series["path"])
+    first = instances[0]
     problems: list[str] = []
     spacing: list[float] = []
     orientation: list[float] = []
     plane = ""
-    sizes = set(zip(series["Rows"], series["Columns"], strict=True))
+    sizes = {(r["Rows"], r["Columns"]) for r in instances}
     if len(sizes) > 1:
         problems.append(f"mixed image sizes {sorted(sizes)}")
-    has_geometry = series["ImagePositionPatient"].map(lambda v: v is not None).all() and series[
-        "ImageOrientationPatient"
-    ].map(lambda v: v is not None).all()
-    multi_frame = int(series["NumberOfFrames"].max()) > 1
-    order = np.lexsort((series["path"].to_numpy(), pd.to_numeric(series["InstanceNumber"], errors="coerce").fillna(0)))
+    has_geometry = all(r["ImagePositionPatient"] and r["ImageOrientationPatient"] for r in instances)
+    multi_frame = max(r["NumberOfFrames"] for r in instances) > 1
+    order = sorted(range(len(instances)), key=lambda i: (instances[i]["InstanceNumber"] or 0, instances[i]["path"]))
     if has_geometry and not multi_frame:
-        thickness = _first(series["SpacingBetweenSlices"]) or _first(series["SliceThickness"])
+        thickness = _first(r["SpacingBetweenSlices"] for r in instances) or _first(
+            r["SliceThickness"] for r in instances
+        )
         try:
             geometry = series_geometry(
-                list(series["ImagePositionPatient"]),
-                list(series["ImageOrientationPatient"]),
-                [v if v is not None else None for v in series["PixelSpacing"]],
-                slice_thickness=float(thickness) if thickness not in (None, "") else None,
-                path=os.path.dirname(files[0]) or ".",
+                [r["ImagePositionPatient"] for r in instances],
+                [r["ImageOrientationPatient"] for r in instances],
+                [r["PixelSpacing"] for r in instances],
+                slice_thickness=thickness,
+                path=os.path.dirname(first["path"]) or ".",
             )
-            order = geometry.order
+            order = list(geometry.order)
             spacing = [round(float(v), 6) for v in geometry.spacing]
             orientation = list(geometry.orientation)
             plane = geometry.plane
         except SeriesGeometryError as error:
             problems.append(error.problem)
-            iop = series["ImageOrientationPatient"].iloc[0]
-            if iop is not None and len(iop) == 6:
+            iop = first["ImageOrientationPatient"]
+            if len(iop) == 6:
                 normal = np.cross(iop[:3], iop[3:])
-                along = np.array([np.dot(p, normal) if p is not None else 0.0 for p in series["ImagePositionPatient"]])
-                order = np.argsort(along, kind="stable")
+                along = [float(np.dot(r["ImagePositionPatient"], normal)) for r in instances]
+                order = sorted(range(len(instances)), key=lambda i: (along[i], instances[i]["path"]))
                 orientation = [round(float(v), 4) + 0.0 for v in iop]
                 plane = plane_of(normal)
-            ps = series["PixelSpacing"].iloc[0]
-            if ps is not None and len(ps) == 2:
-                spacing = [float(ps[1]), float(ps[0])]
+            spacing = _spacing_2d(first["PixelSpacing"])
     else:
-        ps = _first(series["PixelSpacing"])
-        if ps is not None and len(ps) == 2:
-            spacing = [float(ps[1]), float(ps[0])]
+        spacing = _spacing_2d(_first(r["PixelSpacing"] for r in instances))
         if multi_frame:
             problems.append("multi-frame instance(s): geometry is per frame (enhanced DICOM)")
-        elif series["Modality"].iloc[0] not in ("MG", "DX", "CR", "RF", "XA", "US", "OT", "SC", "DR"):
+        elif first["Modality"] not in _PLANAR_OK:
             problems.append("no ImagePositionPatient/ImageOrientationPatient: not a volume")
-    files = [files[i] for i in order]
+    files = [instances[i]["path"] for i in order]
 
-    fields = {k: first[k] for k in ("Modality", "SeriesDescription", "ProtocolName", "SequenceName", "ImageType",
-                                     "EchoTime", "RepetitionTime", "InversionTime", "ContrastBolusAgent")}
-    fields["ImageType"] = _first(series["ImageType"])
-    view, laterality, conflict = view_and_laterality(first.to_dict())
-    lateralities = {view_and_laterality(r)[1] for r in series.to_dict("records")} - {""}
-    if len(lateralities) > 1:
-        conflict = conflict or f"instances disagree on laterality ({sorted(lateralities)})"
-        laterality = ""
+    modality = _mode(r["Modality"] for r in instances)
+    image_type = _first(r["ImageType"] for r in instances) or []
+    fields = {
+        k: first[k]
+        for k in (
+            "SeriesDescription",
+            "ProtocolName",
+            "SequenceName",
+            "EchoTime",
+            "RepetitionTime",
+            "InversionTime",
+            "ContrastBolusAgent",
+        )
+    }
+    fields.update(Modality=modality, ImageType=image_type)
+    view, laterality, conflict = view_and_laterality(first)
+    if len(instances) > 1 and modality in PLANAR_MODALITIES:
+        lateralities = {view_and_laterality(r)[1] for r in instances} - {""}
+        if len(lateralities) > 1:
+            conflict = conflict or f"instances disagree on laterality ({sorted(lateralities)})"
+            laterality = ""
     if conflict:
         errors.append(_error(files[0], "tag_conflict", f"{conflict}; laterality left empty"))
-    modality = _mode(series["Modality"])
     row = {
         "patient_key": first["patient_key"],
         "study_key": first["study_key"],
@@ -467,30 +573,30 @@ def _series_row(series: pd.DataFrame, root: str) -> tuple[dict[str, Any], list[d
         "view": view,
         "laterality": laterality,
         "n_instances": len(files),
-        "n_frames": int(series["NumberOfFrames"].sum()),
-        "rows": int(first["Rows"]),
-        "columns": int(first["Columns"]),
+        "n_frames": sum(r["NumberOfFrames"] for r in instances),
+        "rows": first["Rows"],
+        "columns": first["Columns"],
         "spacing": spacing,
         "orientation": orientation,
         "plane": plane,
-        "photometric": _mode(series["PhotometricInterpretation"]),
+        "photometric": _mode(r["PhotometricInterpretation"] for r in instances),
         "geometry": "; ".join(problems) if problems else ("ok" if orientation else "planar"),
-        "series_number": _first(series["SeriesNumber"]),
+        "series_number": _first(r["SeriesNumber"] for r in instances),
         "series_description": first["SeriesDescription"],
         "protocol_name": first["ProtocolName"],
         "body_part": first["BodyPartExamined"],
         "manufacturer": first["Manufacturer"],
-        "image_type": "\\".join(str(v) for v in fields["ImageType"]) if isinstance(fields["ImageType"], list) else
-        (fields["ImageType"] or ""),
+        "image_type": "\\".join(image_type),
         "contrast": has_contrast(fields) if modality == "MR" else bool(fields["ContrastBolusAgent"]),
         "echo_time": _float_or_nan(first["EchoTime"]),
         "repetition_time": _float_or_nan(first["RepetitionTime"]),
         "inversion_time": _float_or_nan(first["InversionTime"]),
         "presentation_intent": first["PresentationIntentType"],
-        "transfer_syntax": _mode(series["TransferSyntax"]),
+        "transfer_syntax": _mode(r["TransferSyntax"] for r in instances),
         "sop_class": first["SOPClass"],
         "files": files,
         "root": root,
+        "_study_datetime": first["_study_datetime"],
     }
     return row, errors
 
@@ -505,39 +611,76 @@ def _float_or_nan(value: Any) -> float:
 def _build_manifest(records: list[dict[str, Any]], root: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     errors: list[dict[str, Any]] = []
     columns = [c.name for c in MANIFEST_COLUMNS]
-    if not records:
-        return pd.DataFrame(columns=columns), errors
-    instances = pd.DataFrame.from_records(records).sort_values("path", kind="stable").reset_index(drop=True)
-
-    duplicated = instances.duplicated("instance_key", keep="first")
-    for _, row in instances[duplicated].iterrows():
-        kept = instances.loc[(instances["instance_key"] == row["instance_key"]) & ~duplicated, "path"].iloc[0]
-        errors.append(_error(row["path"], "duplicate_instance", f"same SOPInstanceUID as {kept}, which is kept"))
-    instances = instances[~duplicated]
-
+    kept_at: dict[str, str] = {}
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=lambda r: r["path"]):
+        first_path = kept_at.setdefault(record["instance_key"], record["path"])
+        if first_path != record["path"]:
+            errors.append(
+                _error(record["path"], "duplicate_instance", f"same SOPInstanceUID as {first_path}, " "which is kept")
+            )
+            continue
+        by_series.setdefault(record["series_key"], []).append(record)
     rows = []
-    for _, series in instances.groupby("series_key", sort=False):
-        owners = series.groupby(["patient_key", "study_key"]).size().sort_values(ascending=False)
+    for instances in by_series.values():
+        owners = Counter((r["patient_key"], r["study_key"]) for r in instances)
         if len(owners) > 1:
-            patient, study = owners.index[0]
-            stray = series[(series["patient_key"] != patient) | (series["study_key"] != study)]
-            for path in stray["path"]:
-                errors.append(_error(path, "inconsistent_series", "its SeriesInstanceUID is shared with files of "
-                                     "another patient or study; the majority is kept"))
-            series = series.drop(stray.index)
-        row, row_errors = _series_row(series.reset_index(drop=True), root)
-        row["_study_datetime"] = series["_study_datetime"].iloc[0]
+            owner = owners.most_common(1)[0][0]
+            for record in instances:
+                if (record["patient_key"], record["study_key"]) != owner:
+                    errors.append(
+                        _error(
+                            record["path"],
+                            "inconsistent_series",
+                            "its SeriesInstanceUID is shared with "
+                            "files of another patient or study; the majority is kept",
+                        )
+                    )
+            instances = [r for r in instances if (r["patient_key"], r["study_key"]) == owner]
+        row, row_errors = _series_row(instances, root)
         rows.append(row)
         errors.extend(row_errors)
+    if not rows:
+        return pd.DataFrame(columns=columns), errors
 
     manifest = pd.DataFrame(rows)
     studies = manifest[["patient_key", "study_key", "_study_datetime"]].drop_duplicates("study_key")
     studies = studies.sort_values(["patient_key", "_study_datetime", "study_key"])
     studies["study_rank"] = studies.groupby("patient_key").cumcount()
     manifest = manifest.drop(columns="_study_datetime").merge(studies[["study_key", "study_rank"]], on="study_key")
-    manifest = manifest.sort_values(["patient_key", "study_rank", "series_number", "series_key"], na_position="last")
     manifest["series_number"] = pd.to_numeric(manifest["series_number"], errors="coerce").astype("Int64")
+    manifest = manifest.sort_values(["patient_key", "study_rank", "series_number", "series_key"], na_position="last")
     return manifest[[c for c in columns if c in manifest]].reset_index(drop=True), errors
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar, or a no-op when disabled (a disabled tqdm still starts a monitor thread, which rules out fork)."""
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="file", desc="index", leave=False)
+
+
+def _start_method() -> str:
+    """``fork`` (no re-import, fastest) when this process runs a single thread, else ``forkserver``/``spawn``.
+
+    Forking a process that runs other threads (a training loop, a tqdm monitor) can copy a held lock into the child;
+    the workers only parse headers, but the safe start methods cost a second of imports per worker, so they are
+    used only when needed.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def index_export(
@@ -572,24 +715,22 @@ def index_export(
     workers = max(1, min(int(workers), max(1, len(paths) // _CHUNK)))
     chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(paths), unit="file", desc="index", disable=not progress, leave=False)
     results: list[dict[str, Any]] = []
     if workers == 1 or len(paths) < _IN_PROCESS_BELOW:
+        bar = _progress(len(paths), progress)
         for chunk in chunks:
             results.extend(_read_chunk(chunk, str(root), salt))
             bar.update(len(chunk))
+        bar.close()
     else:
-        context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
-                                              else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(_start_method())) as pool:
             futures = [pool.submit(_read_chunk, chunk, str(root), salt) for chunk in chunks]
+            bar = _progress(len(paths), progress)  # its monitor thread starts after the workers are forked
             for future in futures:
                 chunk_result = future.result()
                 results.extend(chunk_result)
                 bar.update(len(chunk_result))
-    bar.close()
+            bar.close()
 
     records = [r for r in results if r["status"] == "ok"]
     errors = [r for r in results if r["status"] == "error"]
