@@ -177,3 +177,23 @@ def test_cli_help_and_bad_source(tmp_path, capsys):
     assert exit_info.value.code == 0
     assert "--missing" in capsys.readouterr().out
     assert main(["datalist", "brats", str(tmp_path / "absent"), "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_example_datalists_are_valid():
+    examples = Path(__file__).resolve().parents[1] / "data_manifests" / "examples"
+    found = sorted(examples.glob("*_datalist.json"))
+    assert {p.name for p in found} >= {
+        "brats2021_datalist.json",
+        "brats2023_datalist.json",
+        "dicom_export_datalist.json",
+    }
+    for path in found:
+        data = read_datalist(path)  # schema, unique cases, no patient in two splits
+        for split in ("training", "validation", "test"):
+            for item in data.get(split, []):
+                assert all(key in item for key in data["image_keys"] if key not in item.get("missing", []))
+                assert not any(
+                    Path(str(v)).is_absolute()
+                    for k in data["image_keys"]
+                    for v in (item.get(k) if isinstance(item.get(k), list) else [item.get(k, "")])
+                )

@@ -202,27 +202,11 @@ def test_same_seed_same_bytes_other_seed_other_export(synthetic, tmp_path):
     assert read_ground_truth(other)["patients"][0]["patient_id"] != truth["patients"][0]["patient_id"]
 
 
-def test_cli_synth_mr_dicom(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "synth",
-                "mr-dicom",
-                "--out",
-                str(tmp_path),
-                "--n",
-                "1",
-                "--seed",
-                "2",
-                "--matrix",
-                "8",
-                "--no-broken",
-                "--no-dicomdir",
-            ]
-        )
-        == 0
-    )
+def test_cli_synth_mr_dicom(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, with a DICOMDIR (pydicom reports absolute paths)
+    assert main(["synth", "mr-dicom", "--out", "pacs", "--n", "3", "--seed", "2", "--matrix", "8", "--no-broken"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n_broken_files"] == 0 and summary["layouts"]["folders"] == 1
-    assert (tmp_path / GROUND_TRUTH).is_file()
-    assert main(["synth", "mr-dicom", "--out", str(tmp_path / "x"), "--matrix", "2"]) == 2
+    assert summary["n_broken_files"] == 0 and summary["layouts"]["dicomdir"] == 1
+    truth = read_ground_truth(tmp_path / "pacs")
+    assert all((tmp_path / "pacs" / EXPORT_DIR / f).is_file() for r in truth["series"] for f in r["files"])
+    assert main(["synth", "mr-dicom", "--out", "x", "--matrix", "2"]) == 2

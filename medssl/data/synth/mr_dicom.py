@@ -728,7 +728,7 @@ def generate(
         raise ValueError(f"followups must be a fraction in [0, 1], got {followups}")
     from medssl.data.synth.dicom_writer import new_uid
 
-    out = Path(out)
+    out = Path(out).resolve()  # pydicom's FileSet reports absolute, resolved paths
     export = out / EXPORT_DIR
     if export.exists():
         shutil.rmtree(export)
