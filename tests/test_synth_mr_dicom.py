@@ -14,7 +14,7 @@ from skimage.filters import threshold_otsu
 from medssl.cli.main import main
 from medssl.data.synth.mr_dicom import EXPORT_DIR, GROUND_TRUTH, generate, read_ground_truth
 
-SEED, N, MATRIX = 1, 3, 16
+SEED, N, MATRIX = 1, 3, 12
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,8 @@ def test_same_seed_same_bytes_other_seed_other_export(synthetic, tmp_path):
 
 def test_cli_synth_mr_dicom(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --out, with a DICOMDIR (pydicom reports absolute paths)
-    assert main(["synth", "mr-dicom", "--out", "pacs", "--n", "3", "--seed", "2", "--matrix", "8", "--no-broken"]) == 0
+    args = "synth mr-dicom --out pacs --n 3 --seed 2 --matrix 8 --no-broken --followups 0".split()
+    assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_broken_files"] == 0 and summary["layouts"]["dicomdir"] == 1
     truth = read_ground_truth(tmp_path / "pacs")
