@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from monai.data import load_decathlon_datalist
-
 from medssl.exceptions import DatalistError
 
 __all__ = [
@@ -169,6 +167,8 @@ def load_datalist(
     Raises:
         DatalistError: invalid datalist or missing split.
     """
+    from monai.data import load_decathlon_datalist  # imported here: monai costs seconds to import
+
     data = read_datalist(path)
     if split not in data:
         raise DatalistError(f"no {split!r} split (has {[s for s in SPLITS if s in data]})", path)
