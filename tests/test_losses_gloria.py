@@ -18,7 +18,7 @@ from medssl.losses import (
     gloria_local_loss,
     gloria_local_similarity,
 )
-from medssl.losses.gloria import _LocalSimilarity, _prepare_words, _region_rows
+from medssl.losses.gloria import _LocalSimilarity, _prepare_words
 
 
 @pytest.fixture(autouse=True)
@@ -170,11 +170,11 @@ def test_local_similarity_accepts_flat_regions():
 
 def test_local_similarity_gradcheck():
     regions, words, mask = make_inputs(batch=3, dim=3, grid=(2, 2), max_words=3, lengths=[3, 1, 2], seed=7)
-    vt = _region_rows(regions.detach()).requires_grad_()
+    flat = regions.detach().flatten(2).requires_grad_()
     wt, sorted_mask, lengths, _ = _prepare_words(words.detach(), mask)
     wt.requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda v, w: _LocalSimilarity.apply(v, w, sorted_mask, lengths, 4.0, 5.0, 2, 2), (vt, wt)
+        lambda v, w: _LocalSimilarity.apply(v, w, sorted_mask, lengths, 4.0, 5.0, 2, 2), (flat, wt)
     )
 
 

@@ -95,11 +95,6 @@ def _check_local_inputs(regions: torch.Tensor, words: torch.Tensor, word_mask: t
         )
 
 
-def _region_rows(regions: torch.Tensor) -> torch.Tensor:
-    """``(B, D, H, W)`` or ``(B, D, N)`` -> contiguous ``(B, N, D)``."""
-    return regions.flatten(2).transpose(1, 2).contiguous()
-
-
 def _prepare_words(words: torch.Tensor, word_mask: torch.Tensor):
     """Compact the real words of every caption to the front, zero the padding, sort captions by length.
 
@@ -149,8 +144,9 @@ def _tile_forward(vt, gram, wt, wn, mask, padded, temp1, temp2):
     n_img, n_reg, dim = vt.shape
     n_cap, n_words, _ = wt.shape
     scores = torch.mm(vt.view(n_img * n_reg, dim), wt.view(n_cap * n_words, dim).t()).view(n_img, n_reg, n_cap, n_words)
-    if padded:
-        word_probs = scores.masked_fill(~mask.view(1, 1, n_cap, n_words), float("-inf")).softmax(dim=-1)
+    if padded:  # -inf on padding words: one pass instead of masked_fill's copy + fill
+        bias = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, float("-inf"))
+        word_probs = torch.softmax(scores + bias.view(1, 1, n_cap, n_words), dim=-1)
     else:
         word_probs = scores.softmax(dim=-1)
     attn = torch.softmax(word_probs * temp1, dim=1)  # over regions
@@ -185,10 +181,11 @@ def _tile_backward(grad, vt, wt, wn, cache, temp1, temp2):
     # |c|^2 = a^T G a  ->  dG += a diag(g) a^T, da += 2 G a g
     attn_flat = attn.view(n_img, n_reg, n_cap * n_words)
     grad_gram = torch.bmm(attn_flat * grad_csq.view(n_img, 1, -1), attn_flat.transpose(1, 2))
-    grad_attn = gram_attn.mul_(2.0 * grad_csq.unsqueeze(1))  # gram_attn is not needed any more
-    grad_attn.addcmul_(scores, grad_num.unsqueeze(1))  # numerator = sum_n a S
-    # softmax over regions: d(temp1 p) = a * (g - sum_n a g)
-    grad_probs = grad_attn.sub_(torch.linalg.vecdot(attn, grad_attn, dim=1).unsqueeze(1)).mul_(attn).mul_(temp1)
+    # d a (scaled by temp1 here, on small tensors, rather than on the tile below): 2 G a g + S d(numerator)
+    grad_attn = gram_attn.mul_((2.0 * temp1) * grad_csq.unsqueeze(1))  # gram_attn is not needed any more
+    grad_attn.addcmul_(scores, (temp1 * grad_num).unsqueeze(1))  # numerator = sum_n a S
+    # softmax over regions of temp1 p: dp = temp1 * a * (g - sum_n a g)
+    grad_probs = grad_attn.sub_(torch.linalg.vecdot(attn, grad_attn, dim=1).unsqueeze(1)).mul_(attn)
     # softmax over words: dS = p * (g - sum_l p g); plus the numerator's direct term a * d(numerator)
     grad_scores = grad_probs.sub_((word_probs * grad_probs).sum(dim=-1, keepdim=True)).mul_(word_probs)
     grad_scores.addcmul_(attn, grad_num.unsqueeze(1))
@@ -205,19 +202,20 @@ def _chunks(total: int, size: int):
 class _LocalSimilarity(torch.autograd.Function):
     """``r[j, i]`` of all images x captions, tile by tile, recomputing each tile in backward.
 
-    Inputs: region rows ``(Bi, N, D)``, word rows ``(Bc, L, D)`` (real words first, padding zero, captions sorted by
-    length, longest first), their mask ``(Bc, L)``, the lengths (list), ``temp1``, ``temp2``, the image and caption
-    chunk sizes.
+    Inputs: regions ``(Bi, D, N)`` (any layout; each image chunk is copied to rows ``(J, N, D)`` only while it is
+    used, so nothing of size ``Bi x N x D`` is added to the inputs and their gradients), word rows ``(Bc, L, D)``
+    (real words first, padding zero, captions sorted by length, longest first), their mask ``(Bc, L)``, the lengths
+    (list), ``temp1``, ``temp2``, the image and caption chunk sizes.
     """
 
     @staticmethod
-    def forward(ctx, vt, wt, mask, lengths, temp1, temp2, image_chunk, caption_chunk):  # noqa: D102
-        ctx.save_for_backward(vt, wt, mask)
+    def forward(ctx, regions, wt, mask, lengths, temp1, temp2, image_chunk, caption_chunk):  # noqa: D102
+        ctx.save_for_backward(regions, wt, mask)
         ctx.lengths, ctx.temps, ctx.chunks = lengths, (temp1, temp2), (image_chunk, caption_chunk)
         wn = torch.linalg.vector_norm(wt, dim=-1)
-        out = vt.new_empty(vt.shape[0], wt.shape[0])
-        for img in _chunks(vt.shape[0], image_chunk):
-            vt_j = vt[img]
+        out = regions.new_empty(regions.shape[0], wt.shape[0])
+        for img in _chunks(regions.shape[0], image_chunk):
+            vt_j = regions[img].transpose(1, 2).contiguous()
             gram = torch.bmm(vt_j, vt_j.transpose(1, 2))
             for cap in _chunks(wt.shape[0], caption_chunk):
                 n_words = lengths[cap.start]
@@ -232,16 +230,17 @@ class _LocalSimilarity(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
-        vt, wt, mask = ctx.saved_tensors
+        regions, wt, mask = ctx.saved_tensors
         lengths, (temp1, temp2), (image_chunk, caption_chunk) = ctx.lengths, ctx.temps, ctx.chunks
         wn = torch.linalg.vector_norm(wt, dim=-1)
-        grad_vt = torch.zeros_like(vt)
+        grad_regions = torch.empty_like(regions)
         grad_wt = torch.zeros_like(wt)
         grad_wn = torch.zeros_like(wn)
-        for img in _chunks(vt.shape[0], image_chunk):
-            vt_j = vt[img]
+        for img in _chunks(regions.shape[0], image_chunk):
+            vt_j = regions[img].transpose(1, 2).contiguous()
             gram = torch.bmm(vt_j, vt_j.transpose(1, 2))
             grad_gram = torch.zeros_like(gram)
+            grad_vt = torch.zeros_like(vt_j)
             for cap in _chunks(wt.shape[0], caption_chunk):
                 n_words = lengths[cap.start]
                 padded = lengths[cap.stop - 1] < n_words
@@ -249,14 +248,15 @@ class _LocalSimilarity(torch.autograd.Function):
                 _, cache = _tile_forward(vt_j, gram, wt_i, wn_i, mask[cap, :n_words], padded, temp1, temp2)
                 g_vt, g_wt, g_wn, g_gram = _tile_backward(grad_out[img, cap], vt_j, wt_i, wn_i, cache, temp1, temp2)
                 del cache
-                grad_vt[img] += g_vt
+                grad_vt += g_vt
                 grad_wt[cap, :n_words] += g_wt
                 grad_wn[cap, :n_words] += g_wn
                 grad_gram += g_gram
-            grad_vt[img] += 2.0 * torch.bmm(grad_gram, vt_j)  # G = V V^T and dG is symmetric
+            grad_vt.baddbmm_(grad_gram, vt_j, alpha=2.0)  # G = V V^T and dG is symmetric
+            grad_regions[img] = grad_vt.transpose(1, 2)
         # |w| -> w (zero-norm words are padding, whose gradient is 0)
         grad_wt += wt * (grad_wn / wn.clamp_min(torch.finfo(wn.dtype).tiny)).unsqueeze(-1)
-        return grad_vt, grad_wt, None, None, None, None, None, None
+        return grad_regions, grad_wt, None, None, None, None, None, None
 
 
 def gloria_local_similarity(
@@ -288,14 +288,14 @@ def gloria_local_similarity(
         LossInputError: on shapes that do not fit or a caption without real words.
     """
     _check_local_inputs(regions, words, word_mask)
-    vt = _region_rows(regions)
+    flat = regions.flatten(2)  # (B, D, N), a view of contiguous regions
     wt, mask, lengths, inverse = _prepare_words(words, word_mask)
     if chunk_size is None:
-        chunk_size = _auto_chunk(vt.shape[1], wt.shape[1])
+        chunk_size = _auto_chunk(flat.shape[2], wt.shape[1])
     if int(chunk_size) < 1 or (image_chunk_size is not None and int(image_chunk_size) < 1):
         raise LossInputError(f"chunk sizes must be positive, got {chunk_size} and {image_chunk_size}")
     image_chunk = int(image_chunk_size) if image_chunk_size is not None else int(chunk_size)
-    sims = _LocalSimilarity.apply(vt, wt, mask, lengths, float(temp1), float(temp2), image_chunk, int(chunk_size))
+    sims = _LocalSimilarity.apply(flat, wt, mask, lengths, float(temp1), float(temp2), image_chunk, int(chunk_size))
     return sims.index_select(1, inverse)
 
 
@@ -361,7 +361,7 @@ def gloria_attention_maps(
             f"regions must be (B, D, H, W) with the batch of words, got {tuple(regions.shape)} and {tuple(words.shape)}"
         )
     mask = word_mask.to(device=words.device, dtype=torch.bool)
-    scores = torch.bmm(_region_rows(regions), words)  # (B, N, L)
+    scores = torch.bmm(regions.flatten(2).transpose(1, 2), words)  # (B, N, L)
     probs = scores.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=-1).nan_to_num(0.0)
     attn = torch.softmax(probs * float(temp1), dim=1).transpose(1, 2) * mask.unsqueeze(-1)
     return attn.reshape(words.shape[0], words.shape[2], *regions.shape[2:])
