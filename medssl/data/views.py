@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -272,10 +273,19 @@ def normalise_laterality(value: Any) -> str:
     return _LATERALITY.get(str(value).strip().upper(), "")
 
 
-def _replace_phrases(text: str, phrases: Mapping[str, str]) -> str:
+def _longest_first(phrases: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((f" {p} ", f" {phrases[p]} ") for p in sorted(phrases, key=len, reverse=True))
+
+
+_MAMMO_PHRASE_ORDER = _longest_first(_MAMMO_PHRASES)
+_RADIOGRAPHY_PHRASE_ORDER = _longest_first(_RADIOGRAPHY_PHRASES)
+
+
+def _replace_phrases(text: str, phrases: tuple[tuple[str, str], ...]) -> str:
     padded = f" {text} "
-    for phrase in sorted(phrases, key=len, reverse=True):
-        padded = padded.replace(f" {phrase} ", f" {phrases[phrase]} ")
+    for phrase, abbreviation in phrases:
+        if phrase in padded:
+            padded = padded.replace(phrase, abbreviation)
     return padded.strip()
 
 
@@ -291,14 +301,19 @@ def normalise_view(value: Any, mammography: bool = True) -> tuple[str, tuple[str
         views (``"PA and LAT"``); modifiers sorted (mammography only); the laterality the text names (mammography
         only; a radiograph's ``LL`` is a projection, not a laterality).
     """
-    text = _words(value)
+    return _normalise_view(_words(value), bool(mammography))
+
+
+@lru_cache(maxsize=4096)
+def _normalise_view(text: str, mammography: bool) -> tuple[str, tuple[str, ...], str]:
+    """:func:`normalise_view` of already normalised text (cached: an export repeats a few dozen values)."""
     if not text:
         return "", (), ""
     views: set[str] = set()
     modifiers: set[str] = set()
     lateralities: set[str] = set()
     if mammography:
-        for token in _replace_phrases(text, _MAMMO_PHRASES).split():
+        for token in _replace_phrases(text, _MAMMO_PHRASE_ORDER).split():
             compact = _MAMMO_COMPACT.match(token)
             if token in _MAMMO_WORDS:
                 views.add(_MAMMO_WORDS[token])
@@ -317,7 +332,7 @@ def normalise_view(value: Any, mammography: bool = True) -> tuple[str, tuple[str
         if "AT" in views and len(views) > 1:
             views -= {"MLO", "XCCL"}
     else:
-        for token in _replace_phrases(text, _RADIOGRAPHY_PHRASES).split():
+        for token in _replace_phrases(text, _RADIOGRAPHY_PHRASE_ORDER).split():
             if token in _RADIOGRAPHY_WORDS:
                 views.add(_RADIOGRAPHY_WORDS[token])
         if {"LLD", "RLD"} & views:  # "AP LLD": a decubitus frontal film
@@ -342,7 +357,11 @@ def view_from_code(value: Any, mammography: bool = True) -> str:
     Returns:
         The view abbreviation, or ``""`` when the code is not a known view.
     """
-    key = str(value or "").strip()
+    return _view_from_code(str(value or "").strip(), bool(mammography))
+
+
+@lru_cache(maxsize=1024)
+def _view_from_code(key: str, mammography: bool) -> str:
     tables = (_MAMMO_CODES, _RADIOGRAPHY_CODES) if mammography else (_RADIOGRAPHY_CODES, _MAMMO_CODES)
     for table in tables:
         found = table.get(key) or table.get(_words(key))
@@ -361,7 +380,11 @@ def modifier_from_code(value: Any) -> str:
     Returns:
         The abbreviation, or ``""``.
     """
-    key = str(value or "").strip()
+    return _modifier_from_code(str(value or "").strip())
+
+
+@lru_cache(maxsize=1024)
+def _modifier_from_code(key: str) -> str:
     found = _MODIFIER_CODES.get(key) or _MODIFIER_CODES.get(_words(key))
     if found:
         return found

@@ -326,7 +326,10 @@ def render_view(
         if view not in lesion.views:
             continue
         where = _lesion_centre(lesion, view, outline)
-        image = image + _draw_lesion(rows, cols, lesion, where) * breast
+        reach = int(np.ceil(lesion.radius * 3.0)) + 2  # spicules end within 2.6 radii, specks within 2 or so
+        top, left = max(0, int(where[0]) - reach), max(0, int(where[1]) - reach)
+        patch = (slice(top, min(height, int(where[0]) + reach + 1)), slice(left, min(width, int(where[1]) + reach + 1)))
+        image[patch] += _draw_lesion(rows[patch], cols[patch], lesion, where) * breast[patch]
         extent = lesion.radius * (2.6 if lesion.kind == "spiculated" else 1.6)
         box = (
             int(max(0, np.floor(where[1] - extent))),
