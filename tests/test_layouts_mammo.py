@@ -7,7 +7,7 @@ import pytest
 
 from medssl.cli.main import main
 from medssl.data.datalist import read_datalist
-from medssl.data.layouts.cbis_ddsm import cbis_items, resolve_image
+from medssl.data.layouts.cbis_ddsm import cbis_items, resolve_image, write_cbis_datalist
 from medssl.data.layouts.vindr_mammo import parse_birads, parse_density, vindr_items, write_vindr_datalist
 from medssl.data.mammo import MissingViewError
 from medssl.exceptions import DatalistError
@@ -182,6 +182,26 @@ def test_cbis_paths_labels_and_splits(cbis):
     birads = _by_case(cbis_items(cbis, salt="s", positive="birads", birads_threshold=4)[0])
     assert birads["P_00002"]["label"] == 1 and birads["P_00003"]["label"] == 0 and birads["P_00001"]["label"] == 1
     assert birads["P_00003"]["birads_L"] == 3
+
+
+def test_cbis_datalist_keeps_the_official_test_split(cbis, tmp_path):
+    path = write_cbis_datalist(cbis, tmp_path / "cbis.json", val_fraction=0.0, salt="s", relative=True)
+    data = read_datalist(path)
+    assert sorted(item["case"] for item in data["test"]) == ["P_00003", "P_00004"]
+    assert sorted(item["case"] for item in data["training"]) == ["P_00001", "P_00002"]
+    assert data["split"]["official_split"] and not Path(data["training"][0]["L-CC"]).is_absolute()
+    drawn = read_datalist(
+        write_cbis_datalist(
+            cbis,
+            tmp_path / "drawn.json",
+            official_split=False,
+            val_fraction=0.25,
+            test_fraction=0.25,
+            salt="s",
+            stratify_key=None,
+        )
+    )
+    assert sum(len(drawn[s]) for s in ("training", "validation", "test")) == 4 and len(drawn["test"]) == 1
 
 
 def test_cbis_resolution_rules(cbis):

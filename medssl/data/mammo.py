@@ -70,6 +70,7 @@ __all__ = [
     "POSITIVE_RULES",
     "exam_label",
     "split_official",
+    "write_exam_datalist",
     "breast_mask",
     "breast_bounding_box",
     "chest_wall_side_from_content",
@@ -331,6 +332,57 @@ def split_official(
         drawn = split_by_patient(official["training"], val_fraction, 0.0, seed, stratify_key)
         return {"training": drawn["training"], "validation": drawn["validation"], "test": official["test"]}
     return {"training": official["training"], "validation": [], "test": official["test"]}
+
+
+def write_exam_datalist(
+    items: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    official_split: bool = True,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    stratify_key: str | None = "label",
+) -> Path:
+    """Split exam items by patient and write the datalist (``medssl.data.datalist.write_datalist``).
+
+    Args:
+        items: exam items (with ``official_split`` when ``official_split``).
+        out: the datalist JSON.
+        metadata: top-level datalist keys (the layout's metadata).
+        official_split: keep the items' official test split and draw only the validation split
+            (:func:`split_official`); False draws train/validation/test by patient.
+        val_fraction: share of (training) patients in ``validation``.
+        test_fraction: share of patients in ``test`` when not ``official_split``.
+        seed: split seed.
+        stratify_key: item key to stratify the drawn splits on (None: none).
+
+    Returns:
+        The path written.
+
+    Raises:
+        DatalistError: no item, or a split that leaks a patient.
+    """
+    from medssl.data.datalist import write_datalist
+    from medssl.data.splits import split_by_patient
+    from medssl.exceptions import DatalistError
+
+    if not items:
+        raise DatalistError("no usable exam", out)
+    if official_split:
+        splits = split_official(items, val_fraction, seed, stratify_key)
+    else:
+        splits = split_by_patient(items, val_fraction, test_fraction, seed, stratify_key)
+    splits = {name: split for name, split in splits.items() if split or name == "training"}
+    parameters = {
+        "official_split": official_split,
+        "val_fraction": val_fraction,
+        "test_fraction": None if official_split else test_fraction,
+        "seed": seed,
+        "stratify_key": stratify_key,
+    }
+    return write_datalist(out, splits, **metadata, split=parameters)
 
 
 # ----------------------------------------------------------------------------------------------- image geometry

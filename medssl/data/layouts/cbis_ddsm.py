@@ -45,6 +45,7 @@ from medssl.data.mammo import (
     STANDARD_VIEWS,
     apply_missing_policy,
     exam_label,
+    write_exam_datalist,
 )
 from medssl.exceptions import DatalistError
 from medssl.log import get_logger
@@ -59,6 +60,7 @@ __all__ = [
     "resolve_image",
     "cbis_items",
     "cbis_metadata",
+    "write_cbis_datalist",
     "add_arguments",
     "build",
 ]
@@ -337,6 +339,51 @@ def cbis_metadata(positive: str = "pathology", birads_threshold: int = 4, missin
         "missing_views": missing,
         "unknown_label": -1,
     }
+
+
+def write_cbis_datalist(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    official_split: bool = True,
+    test_fraction: float = 0.2,
+    stratify_key: str | None = "label",
+    relative: bool = False,
+    **options: Any,
+) -> Path:
+    """Build and write a CBIS-DDSM datalist with the official test split (or a fresh patient-level one).
+
+    Args:
+        root: the dataset folder.
+        out: the datalist JSON.
+        val_fraction: share of training patients in ``validation``.
+        seed: split seed.
+        official_split: keep the train/test sets of the CSV files (False: draw train/val/test by patient).
+        test_fraction: share of patients in ``test`` when ``official_split`` is False.
+        stratify_key: item key to stratify the drawn splits on (None: no stratification).
+        relative: write paths relative to the datalist's folder.
+        options: passed to :func:`cbis_items` (``salt``, ``positive``, ``birads_threshold``, ``missing`` ...).
+
+    Returns:
+        The path written.
+    """
+    out = Path(out)
+    items, _ = cbis_items(root, base_dir=out.parent.resolve() if relative else None, **options)
+    metadata = cbis_metadata(
+        options.get("positive", "pathology"), options.get("birads_threshold", 4), options.get("missing", "zeros")
+    )
+    return write_exam_datalist(
+        items,
+        out,
+        metadata,
+        official_split=official_split,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify_key=stratify_key,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

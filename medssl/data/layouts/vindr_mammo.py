@@ -38,7 +38,7 @@ from medssl.data.mammo import (
     STANDARD_VIEWS,
     apply_missing_policy,
     exam_label,
-    split_official,
+    write_exam_datalist,
 )
 from medssl.exceptions import DatalistError
 from medssl.log import get_logger
@@ -280,29 +280,24 @@ def write_vindr_datalist(
         test_fraction: share of patients in ``test`` when ``official_split`` is False.
         stratify_key: item key to stratify the drawn splits on (None: no stratification).
         relative: write paths relative to the datalist's folder.
-        options: passed to :func:`vindr_items` (``salt``, ``positive``, ``birads_threshold``, ``missing`` ...).
+        options: passed to :func:`vindr_items` (``salt``, ``birads_threshold``, ``missing`` ...).
 
     Returns:
         The path written.
     """
-    from medssl.data.datalist import write_datalist
-    from medssl.data.splits import split_by_patient
-
     out = Path(out)
-    base_dir = out.parent.resolve() if relative else None
-    items, _ = vindr_items(root, base_dir=base_dir, **options)
-    if not items:
-        raise DatalistError("no usable exam", root)
-    if official_split:
-        splits = split_official(items, val_fraction, seed, stratify_key)
-    else:
-        splits = split_by_patient(items, val_fraction, test_fraction, seed, stratify_key)
-    metadata = vindr_metadata(
-        options.get("positive", "birads"), options.get("birads_threshold", 4), options.get("missing", "zeros")
+    items, _ = vindr_items(root, base_dir=out.parent.resolve() if relative else None, **options)
+    metadata = vindr_metadata("birads", options.get("birads_threshold", 4), options.get("missing", "zeros"))
+    return write_exam_datalist(
+        items,
+        out,
+        metadata,
+        official_split=official_split,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratify_key=stratify_key,
     )
-    splits = {name: split for name, split in splits.items() if split or name == "training"}
-    parameters = {"official_split": official_split, "val_fraction": val_fraction, "seed": seed}
-    return write_datalist(out, splits, **metadata, split=parameters)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
