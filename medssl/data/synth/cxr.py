@@ -459,7 +459,6 @@ def _frontal(frame: _Frame, findings: Sequence[Finding], anatomy: Anatomy, rng: 
         cx = _side_sign(side)[0] * (lx + rng.uniform(-0.06, 0.06)) * w
         nodule = frame.soft(frame.ellipse(cx, ly * h + rng.uniform(-0.06, 0.06), radius, radius * 0.95))
         fill = np.maximum(fill, 1.1 * nodule)
-        lungs = np.maximum(lungs, 0.0)
     if edema:
         amplitude = 0.2 + 0.14 * _DEGREES.index(edema.attributes.get("deg", "mild"))
         for s in (-1, 1):
@@ -502,7 +501,6 @@ def _frontal(frame: _Frame, findings: Sequence[Finding], anatomy: Anatomy, rng: 
             lucent = np.maximum(lucent, rim)
             edge = 4.0 * shrunk * (1.0 - shrunk) * lung_masks[s]
             fill = np.maximum(fill, 0.9 * edge)
-            lungs = lungs + 0.0
             markings = markings * (1.0 - rim)
 
     density += 0.12 * central
@@ -750,7 +748,7 @@ def _dicom_id(rng: np.random.Generator) -> str:
     return "-".join(f"{int(v):08x}" for v in rng.integers(0, 2**32, size=5))
 
 
-def _csv_value(label: int | None, observation: str) -> str:
+def _csv_value(label: int | None) -> str:
     return "" if label is None else f"{float(label):.1f}"
 
 
@@ -917,7 +915,7 @@ def generate(
                 {
                     "subject_id": subject,
                     "study_id": study_id,
-                    **{o: _csv_value(labels.get(o), o) for o in sorted(CHEXPERT_OBSERVATIONS)},
+                    **{o: _csv_value(labels.get(o)) for o in sorted(CHEXPERT_OBSERVATIONS)},
                 }
             )
             study_uid = f"2.25.{int(study_rng.integers(1, 2**62))}{study_id}"
