@@ -44,10 +44,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from monai.utils import optional_import
 
 from medssl.data.reports import CHEXPERT_OBSERVATIONS
 from medssl.exceptions import MedsslError
@@ -75,16 +75,21 @@ N_CLASSES = 3
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 _PATHOLOGIES = tuple(o for o in CHEXPERT_OBSERVATIONS if o not in ("No Finding", "Support Devices"))
 
-SnorkelLabelModelClass, _HAS_SNORKEL = optional_import("snorkel.labeling.model", name="LabelModel")
-
 
 class OptionalDependencyError(MedsslError):
     """An optional package (an extra of medssl) is needed for what was asked and is not installed."""
 
 
+def _snorkel_label_model() -> tuple[Any, bool]:
+    # Imported on use: medssl.weak stays light (no monai or torch import) for the label-matrix worker processes.
+    from monai.utils import optional_import
+
+    return optional_import("snorkel.labeling.model", name="LabelModel")
+
+
 def snorkel_available() -> bool:
     """True when Snorkel's ``LabelModel`` can be imported."""
-    return bool(_HAS_SNORKEL)
+    return bool(_snorkel_label_model()[1])
 
 
 def _one_hot(votes: np.ndarray, n_values: int) -> np.ndarray:
@@ -365,14 +370,15 @@ class SnorkelLabelModel:
     """
 
     def __init__(self, n_classes: int = N_CLASSES, n_epochs: int = 200, seed: int = 0) -> None:
-        if not snorkel_available():
+        label_model, available = _snorkel_label_model()
+        if not available:
             raise OptionalDependencyError(
                 "Snorkel is not installed: pip install 'medssl[snorkel]', or use the built-in DawidSkene label model"
             )
         self.n_classes = n_classes
         self.n_epochs = n_epochs
         self.seed = seed
-        self.model = SnorkelLabelModelClass(cardinality=n_classes, verbose=False)
+        self.model = label_model(cardinality=n_classes, verbose=False)
 
     def fit(self, votes: np.ndarray) -> SnorkelLabelModel:
         """Fit on ``(n, m)`` votes (Snorkel's coding is the same: -1 abstain)."""

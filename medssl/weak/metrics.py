@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support
 
 from medssl.weak.matrix import from_chexpert
 from medssl.weak.negex import POSITIVE, UNCERTAIN
@@ -38,6 +37,8 @@ def label_metrics(
         Rows ``observation``, ``label``, ``precision``, ``recall``, ``f1``, ``support`` (gold count), ``n``
         (reports scored), then one ``macro`` row per class.
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     codes = {"positive": POSITIVE, "uncertain": UNCERTAIN}
     predicted = predicted.copy()
     gold = gold.copy()
