@@ -404,7 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--distractors", type=float, default=0.5, help="probability of a one-view lookalike per breast (default 0.5)"
     )
     parser.add_argument(
-        "--contrast", type=float, default=0.15, help="mean lesion contrast, display scale (default 0.15)"
+        "--contrast", type=float, default=0.25, help="mean lesion contrast, display scale (default 0.25)"
     )
     parser.add_argument("--noise", type=float, default=0.015, help="quantum noise, display scale")
     parser.add_argument("--missing", type=float, default=0.1, help="share of exams lacking one view (default 0.1)")
@@ -435,7 +435,7 @@ def generate(
     malignant: float = 0.2,
     benign: float = 0.15,
     distractors: float = 0.5,
-    contrast: float = 0.15,
+    contrast: float = 0.25,
     noise: float = 0.015,
     missing: float = 0.1,
     monochrome1: float = 0.25,
