@@ -25,6 +25,8 @@ DESCRIPTION = (
     "  medssl datalist brats data/BraTS2021 --out brats.json --val 0.2 --test 0.2 --seed 0\n"
     "  medssl datalist dicom-export manifest.csv --out export.json --missing include\n"
     "  medssl datalist brats data/brats --out cv.json --test 0.2 --folds 5 --stratify grade\n\n"
+    "When the dataset has an official split (MIMIC-CXR, CheXpert, VinDr-Mammo), its test set is kept and validation is "
+    "drawn by patient from its training set; --resplit draws all three by patient instead.\n\n"
     "Writes OUT (the datalist), OUT's name + .splits.json (the case keys of each split and the parameters that drew "
     "it) and, when some cases were skipped or incomplete, OUT's name + .problems.csv. See docs/layouts.md."
 )
@@ -55,6 +57,17 @@ def discover_layouts() -> dict[str, ModuleType]:
     return dict(sorted(layouts.items()))
 
 
+def _official_splits(items: list[dict]) -> dict[str, list[dict]] | None:
+    """The dataset's own split when every item names one (``official_split``: training, validation or test)."""
+    splits: dict[str, list[dict]] = {"training": [], "validation": [], "test": []}
+    for item in items:
+        split = item.get("official_split")
+        if split not in splits:
+            return None
+        splits[split].append(item)
+    return splits
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one sub-command per layout, with the split options and the layout's own options."""
     layouts = parser.add_subparsers(dest="layout", metavar="LAYOUT", required=True)
@@ -76,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=int,
             metavar="K",
             help="instead of a validation split, deal the non-test patients into K folds (a 'fold' key per item)",
+        )
+        sub.add_argument(
+            "--resplit",
+            action="store_true",
+            help="ignore the dataset's official split (items' `official_split`) and draw a new one by patient",
         )
         sub.add_argument("--salt", help="key salt (default $MEDSSL_SALT)")
         sub.add_argument(
@@ -111,7 +129,17 @@ def run(args: argparse.Namespace) -> int:
         "stratify_key": args.stratify,
         "folds": args.folds,
     }
-    splits = split_by_patient(items, parameters["val_fraction"], args.test, args.seed, args.stratify)
+    official = _official_splits(items) if not args.resplit else None
+    if official is not None:
+        # the dataset's own split: its test set is kept as is, validation is drawn by patient from its training set
+        # unless the dataset has one
+        parameters.update(official=True, test_fraction=None)
+        splits = {name: official[name] for name in ("training", "validation", "test")}
+        if not splits["validation"] and not args.folds:
+            drawn = split_by_patient(splits["training"], args.val, 0.0, args.seed, args.stratify)
+            splits["training"], splits["validation"] = drawn["training"], drawn["validation"]
+    else:
+        splits = split_by_patient(items, parameters["val_fraction"], args.test, args.seed, args.stratify)
     if args.folds:
         splits["training"] = assign_folds(splits["training"], args.folds, args.seed, args.stratify)
     splits = {name: split for name, split in splits.items() if split or name == "training"}
