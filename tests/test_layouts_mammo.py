@@ -235,25 +235,11 @@ def test_layouts_from_the_synthetic_data(tmp_path):
 
 def test_datalist_cli_for_both_layouts(vindr, cbis, tmp_path, capsys):
     assert (
-        main(
-            [
-                "datalist",
-                "vindr-mammo",
-                str(vindr),
-                "--out",
-                str(tmp_path / "v.json"),
-                "--val",
-                "0",
-                "--test",
-                "0.34",
-                "--salt",
-                "s",
-            ]
-        )
+        main(["datalist", "vindr-mammo", str(vindr), "--out", str(tmp_path / "v.json"), "--val", "0", "--salt", "s"])
         == 0
     )
     data = json.loads((tmp_path / "v.json").read_text())
-    assert data["layout"] == "vindr-mammo" and sum(len(data[s]) for s in ("training", "test") if s in data) == 3
+    assert data["layout"] == "vindr-mammo" and [item["case"] for item in data["test"]] == ["s3"]  # the official split
     assert (
         main(
             [
@@ -264,8 +250,6 @@ def test_datalist_cli_for_both_layouts(vindr, cbis, tmp_path, capsys):
                 str(tmp_path / "c.json"),
                 "--val",
                 "0",
-                "--test",
-                "0",
                 "--positive",
                 "birads",
                 "--salt",
@@ -275,5 +259,26 @@ def test_datalist_cli_for_both_layouts(vindr, cbis, tmp_path, capsys):
         == 0
     )
     data = json.loads((tmp_path / "c.json").read_text())
-    assert data["positive_rule"]["rule"] == "birads" and len(data["training"]) == 4
+    assert data["positive_rule"]["rule"] == "birads"
+    assert sorted(item["case"] for item in data["test"]) == ["P_00003", "P_00004"]
     assert (tmp_path / "c.problems.csv").is_file()
+    assert (
+        main(
+            [
+                "datalist",
+                "cbis-ddsm",
+                str(cbis),
+                "--out",
+                str(tmp_path / "r.json"),
+                "--val",
+                "0",
+                "--test",
+                "0",
+                "--resplit",
+                "--salt",
+                "s",
+            ]
+        )
+        == 0
+    )
+    assert len(json.loads((tmp_path / "r.json").read_text())["training"]) == 4
