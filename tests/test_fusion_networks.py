@@ -298,6 +298,16 @@ def test_early_fusion_zeroes_missing_modalities():
     assert any(not torch.allclose(seen[0], s) for s in seen[1:])
 
 
+def test_joint_view_dropout_drops_views_in_training_only():
+    model = JointFusion(VIEWS, 2, view_dropout=0.6, dropout_seed=0, **TINY)
+    x = mammo_batch(8, 16)
+    presence = torch.ones(8, 4)
+    presence[:, 3] = 0
+    used = model.train()(x, presence)["presence"]
+    assert (used <= presence).all() and (used.sum(1) >= 1).all() and used.sum() < presence.sum()
+    assert torch.equal(model.eval()(x, presence)["presence"], presence)
+
+
 # ------------------------------------------------------------------------------------------------ config, profile
 @pytest.mark.parametrize(
     "config",
