@@ -45,18 +45,33 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
     Column("patient_key", "str", True, "salted hash of PatientID (`pat-` + 16 hex digits)"),
     Column("study_key", "str", True, "salted hash of StudyInstanceUID (`stu-...`)"),
     Column("series_key", "str", True, "salted hash of SeriesInstanceUID (`ser-...`)"),
-    Column("study_rank", "int", False, "0-based order of the study among the patient's studies, by date and time; "
-           "the dates themselves are not kept"),
+    Column(
+        "study_rank",
+        "int",
+        False,
+        "0-based order of the study among the patient's studies, by date and time; "
+        "the dates themselves are not kept",
+    ),
     Column("modality", "str", True, "DICOM Modality (MR, CT, MG, DX, CR ...)"),
     Column("sequence", "str", True, "MR sequence: T1, T1C, T2, FLAIR, DWI, ADC or OTHER; empty for other modalities"),
-    Column("view", "str", True, "planar view (CC, MLO ... for MG; PA, AP, LATERAL ... for DX/CR); empty otherwise"),
+    Column(
+        "view",
+        "str",
+        True,
+        "planar view (CC, MLO ... for MG, with a `+MODIFIER` such as `CC+SPOT`; PA, AP, LL ... for DX/CR); empty otherwise",
+    ),
     Column("laterality", "str", True, "L, R, B (both) or empty"),
     Column("n_instances", "int", True, "number of files (instances) in the series"),
     Column("n_frames", "int", False, "total number of frames (more than n_instances for multi-frame files)"),
     Column("rows", "int", True, "Rows of the images"),
     Column("columns", "int", True, "Columns of the images"),
-    Column("spacing", "list[float]", True, "(x, y, z) spacing in mm: PixelSpacing[1], PixelSpacing[0], slice spacing "
-           "from positions; empty when the series has no geometry"),
+    Column(
+        "spacing",
+        "list[float]",
+        True,
+        "(x, y, z) spacing in mm: PixelSpacing[1], PixelSpacing[0], slice spacing "
+        "from positions; empty when the series has no geometry",
+    ),
     Column("orientation", "list[float]", True, "ImageOrientationPatient (6 direction cosines, 4 decimals)"),
     Column("plane", "str", False, "axial, coronal, sagittal or oblique (from the slice normal)"),
     Column("photometric", "str", True, "PhotometricInterpretation (MONOCHROME1 is inverted by the loaders)"),
@@ -80,7 +95,11 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
 REQUIRED_COLUMNS = tuple(c.name for c in MANIFEST_COLUMNS if c.required)
 LIST_COLUMNS = tuple(c.name for c in MANIFEST_COLUMNS if c.dtype.startswith("list"))
 ERROR_COLUMNS = ("path", "reason", "detail")
-_KEY_PATTERNS = {"patient_key": r"pat-[0-9a-f]{16}", "study_key": r"stu-[0-9a-f]{16}", "series_key": r"ser-[0-9a-f]{16}"}
+_KEY_PATTERNS = {
+    "patient_key": r"pat-[0-9a-f]{16}",
+    "study_key": r"stu-[0-9a-f]{16}",
+    "series_key": r"ser-[0-9a-f]{16}",
+}
 
 
 def _is_parquet(path: str | os.PathLike) -> bool:
@@ -240,4 +259,3 @@ def series_files(row: pd.Series | dict) -> list[str]:
     """
     root = row["root"]
     return [os.path.join(root, f) for f in row["files"]]
-
