@@ -238,6 +238,9 @@ def test_gloria_module_combines_terms_and_learns_temperatures():
     value.backward()
     assert learnable.logit_scale.grad is not None and learnable.local_logit_scale.grad is not None
     assert learnable.logit_scale.grad.abs() > 0 and learnable.local_logit_scale.grad.abs() > 0
+    # a skipped term has no parameter (DDP would reject one that never gets a gradient)
+    names = [name for name, _ in GloriaLoss(learnable_temperature=True, global_weight=0.0).named_parameters()]
+    assert names == ["local_logit_scale"]
 
 
 def build_from_config(text):

@@ -426,6 +426,11 @@ class GloriaLoss(ContrastiveLossBase):
         self.output_dict = bool(output_dict)
         if self.learnable_temperature:
             self.local_logit_scale = torch.nn.Parameter(torch.tensor(math.log(self.temp3)))
+            # no parameter for a term that is skipped (DDP rejects parameters that never get a gradient)
+            if not self.global_weight:
+                del self.logit_scale
+            if not self.local_weight:
+                del self.local_logit_scale
 
     def local_scale(self) -> torch.Tensor | float:
         """Return the current logit scale of the local similarities (``temp3``)."""
