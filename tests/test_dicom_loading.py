@@ -15,7 +15,7 @@ import torch
 from monai.data import PydicomReader
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
-from pydicom.pixels import pixel_array
+from pydicom.pixels import apply_modality_lut, pixel_array
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EnhancedMRImageStorage
 
@@ -292,6 +292,33 @@ def test_native_fast_path_equals_pydicom_with_unused_high_bits(tmp_path: Path, s
     fast = _native_frame(read)
     assert fast is not None
     np.testing.assert_array_equal(fast, pixel_array(read))
+
+
+def test_modality_lut_matches_pydicom(tmp_path: Path) -> None:
+    rng = np.random.default_rng(17)
+    files = write_series(
+        rng.integers(0, 2000, (7, 5, 4)).astype(float),
+        [tmp_path / "r" / f"{i}" for i in range(4)],
+        spacing=(1, 1, 1),
+        tags=series_tags(rng),
+        rng=rng,
+    )
+    for i, path in enumerate(files):  # a fractional rescale that differs per slice
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope, ds.RescaleIntercept = f"{0.37 + 0.01 * i:.2f}", "-12.5"
+        ds.save_as(path)
+    lut_path = tmp_path / "lut.dcm"
+    ds = build_dataset(rng.integers(0, 64, (6, 5)).astype(np.uint16), series_tags(rng), modality="CT")
+    item = Dataset()
+    item.LUTDescriptor, item.LUTData = [64, 0, 16], [int(v) for v in rng.integers(0, 4000, 64)]
+    item["LUTData"].VR = "US"
+    ds.ModalityLUTSequence = DicomSequence([item])
+    write_dataset(ds, lut_path)
+    for loaded, paths in ((load_series(files), files), (load_series(lut_path), [lut_path])):
+        for k, path in enumerate(paths):
+            read = pydicom.dcmread(path)
+            expected = apply_modality_lut(pixel_array(read), read).astype(np.float32).T
+            np.testing.assert_array_equal(loaded[..., k].numpy() if loaded.ndim == 3 else loaded.numpy(), expected)
 
 
 def test_monochrome1_is_inverted(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ import numpy as np
 import pydicom
 from monai.data import ImageReader, MetaTensor
 from monai.utils import ensure_tuple
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, pixel_array
@@ -182,6 +184,103 @@ def _item(sequence_owner: Dataset | None, keyword: str) -> Dataset | None:
     return sequence[0] if sequence else None
 
 
+# Tags read once per file (integer tags: pydicom's keyword lookups cost more than the conversions themselves).
+_ROWS, _COLUMNS, _SAMPLES, _FRAMES = Tag(0x00280010), Tag(0x00280011), Tag(0x00280002), Tag(0x00280008)
+_BITS_ALLOCATED, _BITS_STORED, _PIXEL_REPRESENTATION = Tag(0x00280100), Tag(0x00280101), Tag(0x00280103)
+_PHOTOMETRIC, _SLOPE, _INTERCEPT, _MODALITY_LUT = Tag(0x00280004), Tag(0x00281053), Tag(0x00281052), Tag(0x00283000)
+_POSITION, _ORIENTATION, _PIXEL_SPACING = Tag(0x00200032), Tag(0x00200037), Tag(0x00280030)
+_PIXEL_DATA_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+_SOP_CLASS, _SERIES_UID = Tag(0x00080016), Tag(0x0020000E)
+
+
+def _value(ds: Dataset | None, tag: Tag, default: Any = None) -> Any:
+    """An element's value, parsed from its raw bytes when still raw, else pydicom's; ``default`` when absent/empty.
+
+    The loader reads a dozen elements of every file (pixel module, rescale, geometry). pydicom's conversion of a raw
+    element (hooks, validation, value objects) costs more than the rest of our per-file work, so the simple cases
+    are decoded here with pydicom's public pieces (``Dataset.get_item``, ``dictionary_VR``): US/SS binary integers,
+    and IS/DS/CS text. Anything else (sequences, other VRs, odd bytes) goes through pydicom's own conversion.
+    """
+    if ds is None:
+        return default
+    try:
+        element = ds.get_item(tag)
+    except KeyError:
+        return default
+    if element is None:
+        return default
+    value = element.value
+    if isinstance(value, bytes):
+        parsed = _parse_raw(tag, element.VR, value, element.is_little_endian)
+        if parsed is not _UNPARSED:
+            return default if parsed is None or parsed == "" else parsed
+        value = ds[tag].value
+    return default if value is None or value == "" else value
+
+
+_UNPARSED = object()
+_TEXT_VRS = ("IS", "DS", "CS", "UI")
+
+
+def _parse_raw(tag: Tag, vr: str | None, value: bytes, little_endian: bool) -> Any:
+    try:
+        vr = vr or dictionary_VR(tag)
+    except KeyError:
+        return _UNPARSED
+    if vr in ("US", "SS") and len(value) == 2:
+        return struct.unpack(("<" if little_endian else ">") + ("H" if vr == "US" else "h"), value)[0]
+    if vr in _TEXT_VRS:
+        try:
+            parts = [p.strip(" \x00") for p in value.decode("ascii").split("\\")]
+        except UnicodeDecodeError:
+            return _UNPARSED
+        if vr in ("CS", "UI"):
+            return parts[0] if len(parts) == 1 else parts
+        try:
+            numbers = [int(p) if vr == "IS" else float(p) for p in parts if p]
+        except ValueError:
+            return _UNPARSED
+        return None if not numbers else numbers[0] if len(numbers) == 1 else numbers
+    return _UNPARSED
+
+
+def _decimals(ds: Dataset, tag: Tag) -> list[float] | None:
+    """A multi-valued DS element (ImagePositionPatient ...) as a list of floats, or None."""
+    value = _value(ds, tag)
+    if value is None:
+        return None
+    iterable = hasattr(value, "__iter__") and not isinstance(value, str | bytes)
+    return _float_list(value if iterable else [value])
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """The Image Pixel module of one file, read once."""
+
+    rows: int
+    columns: int
+    samples: int
+    frames: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+
+    @classmethod
+    def of(cls, ds: Dataset) -> _Pixels:
+        allocated = int(_value(ds, _BITS_ALLOCATED, 0))
+        return cls(
+            rows=int(_value(ds, _ROWS, 0)),
+            columns=int(_value(ds, _COLUMNS, 0)),
+            samples=int(_value(ds, _SAMPLES, 1)),
+            frames=int(_value(ds, _FRAMES, 1)),
+            bits_allocated=allocated,
+            bits_stored=int(_value(ds, _BITS_STORED, allocated)),
+            pixel_representation=int(_value(ds, _PIXEL_REPRESENTATION, 0)),
+            photometric=str(_value(ds, _PHOTOMETRIC, "")).strip(),
+        )
+
+
 @dataclass
 class _Frame:
     """One 2D image of a series: a whole single-frame file or one frame of a multi-frame file."""
@@ -189,10 +288,27 @@ class _Frame:
     dataset: Dataset
     path: str
     index: int | None  # frame index in a multi-frame file, None for a single-frame file
+    pixels: _Pixels
     position: list[float] | None
     orientation: list[float] | None
     pixel_spacing: list[float] | None
-    lut: Dataset  # the dataset holding the Modality LUT / rescale to apply to this frame
+    lut: Dataset  # the dataset holding this frame's Modality LUT Sequence or rescale (a functional group if enhanced)
+    has_lut_sequence: bool = False
+    rescale: tuple[float, float] | None = None  # (RescaleSlope, RescaleIntercept) when both are present
+
+    @classmethod
+    def of(cls, ds: Dataset, path: str, pixels: _Pixels, **geometry: Any) -> _Frame:
+        lut = geometry.pop("lut", None) or ds
+        slope, intercept = _value(lut, _SLOPE), _value(lut, _INTERCEPT)
+        return cls(
+            dataset=ds,
+            path=path,
+            pixels=pixels,
+            lut=lut,
+            has_lut_sequence=bool(_value(lut, _MODALITY_LUT)),
+            rescale=None if slope is None or intercept is None else (float(slope), float(intercept)),
+            **geometry,
+        )
 
 
 @dataclass
@@ -351,7 +467,7 @@ class DicomSeriesReader(ImageReader):
 
             def fill(i: int) -> None:
                 frame = series.frames[i]
-                volume[:, :, rank[i]] = self._modality(self._decode(frame.dataset, frame.path), frame).T
+                volume[:, :, rank[i]] = self._modality(self._decode(frame), frame).T
 
             _pmap(fill, list(range(n)), self.workers)
         array = volume[:, :, 0] if series.is_planar else volume
@@ -394,7 +510,7 @@ class DicomSeriesReader(ImageReader):
                     logger.debug("%s: skipped, not a DICOM file", path)
                     return None
                 raise
-            sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+            sop_class = str(_value(ds, _SOP_CLASS, "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
             if sop_class == MEDIA_STORAGE_DIRECTORY:
                 if skip_non_dicom:
                     return None
@@ -405,7 +521,7 @@ class DicomSeriesReader(ImageReader):
 
     @staticmethod
     def _check_one_series(datasets: list[Dataset], files: list[str], source: str, from_folder: bool) -> None:
-        uids = [str(ds.get("SeriesInstanceUID", "")) for ds in datasets]
+        uids = [str(_value(ds, _SERIES_UID, "")) for ds in datasets]
         distinct = list(dict.fromkeys(uids))
         if len(distinct) <= 1:
             return
@@ -425,18 +541,18 @@ class DicomSeriesReader(ImageReader):
         )
 
     def _build_series(self, datasets: list[Dataset], files: list[str], source: str) -> DicomSeries:
-        for ds, path in zip(datasets, files):
-            if not any(tag in ds for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+        pixels = [_Pixels.of(ds) for ds in datasets]
+        for ds, path, pix in zip(datasets, files, pixels):
+            if not any(tag in ds for tag in _PIXEL_DATA_TAGS):
                 sop = getattr(ds.get("SOPClassUID"), "name", "unknown SOP class")
                 raise DicomReadError(f"no pixel data ({sop})", path)
-            samples = int(ds.get("SamplesPerPixel", 1) or 1)
-            if samples != 1:
+            if pix.samples != 1:
                 raise UnsupportedDicomError(
-                    f"colour image ({samples} samples per pixel, {ds.get('PhotometricInterpretation', '?')}): "
+                    f"colour image ({pix.samples} samples per pixel, {pix.photometric or '?'}): "
                     "the series loader reads grey-scale images only",
                     path,
                 )
-        sizes = [(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for ds in datasets]
+        sizes = [(pix.rows, pix.columns) for pix in pixels]
         size_counts = Counter(sizes)
         if len(size_counts) > 1:
             common = size_counts.most_common(1)[0][0]
@@ -446,27 +562,26 @@ class DicomSeriesReader(ImageReader):
                 f"images of different sizes in one series (Rows x Columns: {summary}; e.g. {odd})", source
             )
         rows, columns = sizes[0]
-        frames_per_file = [int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets]
-        if any(f > 1 for f in frames_per_file):
+        if any(pix.frames > 1 for pix in pixels):
             if len(datasets) > 1:
                 raise UnsupportedDicomError(
-                    f"{sum(f > 1 for f in frames_per_file)} multi-frame files in a series of {len(datasets)} files: "
-                    "not supported yet (load each multi-frame file on its own)",
+                    f"{sum(pix.frames > 1 for pix in pixels)} multi-frame files in a series of {len(datasets)} "
+                    "files: not supported yet (load each multi-frame file on its own)",
                     source,
                 )
-            frames = self._multiframe_frames(datasets[0], files[0], frames_per_file[0])
+            frames = self._multiframe_frames(datasets[0], files[0], pixels[0])
         else:
             frames = [
-                _Frame(
-                    dataset=ds,
-                    path=path,
+                _Frame.of(
+                    ds,
+                    path,
+                    pix,
                     index=None,
-                    position=_float_list(ds.get("ImagePositionPatient")),
-                    orientation=_float_list(ds.get("ImageOrientationPatient")),
-                    pixel_spacing=_float_list(ds.get("PixelSpacing")),
-                    lut=ds,
+                    position=_decimals(ds, _POSITION),
+                    orientation=_decimals(ds, _ORIENTATION),
+                    pixel_spacing=_decimals(ds, _PIXEL_SPACING),
                 )
-                for ds, path in zip(datasets, files)
+                for ds, path, pix in zip(datasets, files, pixels)
             ]
         planar = len(frames) == 1 and (frames[0].position is None or frames[0].orientation is None)
         geometry = None
@@ -492,7 +607,8 @@ class DicomSeriesReader(ImageReader):
         )
 
     @staticmethod
-    def _multiframe_frames(ds: Dataset, path: str, n_frames: int) -> list[_Frame]:
+    def _multiframe_frames(ds: Dataset, path: str, pixels: _Pixels) -> list[_Frame]:
+        n_frames = pixels.frames
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         shared = _item(ds, "SharedFunctionalGroupsSequence")
         if not per_frame or len(per_frame) != n_frames:
@@ -520,26 +636,28 @@ class DicomSeriesReader(ImageReader):
             # pydicom's apply_modality_lut reads RescaleSlope/Intercept (or a Modality LUT) from the dataset it is
             # given: an enhanced file keeps them in a functional group, so that group's item is what we pass.
             frames.append(
-                _Frame(
-                    dataset=ds,
-                    path=path,
+                _Frame.of(
+                    ds,
+                    path,
+                    pixels,
                     index=index,
                     position=_float_list(position.ImagePositionPatient),
                     orientation=_float_list(orientation.get("ImageOrientationPatient") if orientation else None),
                     pixel_spacing=_float_list(measures.get("PixelSpacing") if measures else None),
-                    lut=transform if transform is not None else ds,
+                    lut=transform,
                 )
             )
         return frames
 
     # ------------------------------------------------------------------ decoding
     @staticmethod
-    def _decode(ds: Dataset, path: str, index: int | None = None) -> np.ndarray:
-        native = _native_frame(ds)
+    def _decode(frame: _Frame) -> np.ndarray:
+        ds, path = frame.dataset, frame.path
+        native = _native_frame(ds, frame.pixels)
         if native is not None:
             return native
         try:
-            return pixel_array(ds, index=index)
+            return pixel_array(ds)
         except (NotImplementedError, RuntimeError, ImportError) as error:
             syntax = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown transfer syntax")
             raise DicomReadError(
@@ -551,22 +669,19 @@ class DicomSeriesReader(ImageReader):
             raise DicomReadError(f"pixel data is truncated or cannot be decoded: {error}", path) from error
 
     def _decode_multiframe(self, series: DicomSeries) -> np.ndarray:
-        frame = series.frames[0]
-        array = self._decode(frame.dataset, frame.path)
+        array = self._decode(series.frames[0])
         if array.ndim == 2:
             array = array[None]
         return array
 
     def _modality(self, stored: np.ndarray, frame: _Frame) -> np.ndarray:
-        values = apply_modality_lut(stored, frame.lut)
-        if self.invert_monochrome1 and str(frame.dataset.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        values = _apply_modality(stored, frame)
+        if self.invert_monochrome1 and frame.pixels.photometric == "MONOCHROME1":
             # pydicom has no inversion helper: MONOCHROME1 means the smallest value is displayed white, so we
             # mirror the values within the modality-LUT image of the stored range [min, max] (BitsStored, sign).
-            ds = frame.dataset
-            bits = int(ds.get("BitsStored", 16) or 16)
-            signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+            bits, signed = frame.pixels.bits_stored or 16, frame.pixels.pixel_representation == 1
             low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-            limits = apply_modality_lut(np.array([low, high], dtype=np.int64), frame.lut).astype(np.float64)
+            limits = _apply_modality(np.array([low, high], dtype=np.int64), frame).astype(np.float64)
             values = (limits.min() + limits.max()) - values.astype(np.float64)
         return values
 
@@ -613,7 +728,25 @@ class DicomSeriesReader(ImageReader):
         return meta
 
 
-def _native_frame(ds: Dataset) -> np.ndarray | None:
+def _apply_modality(stored: np.ndarray, frame: _Frame) -> np.ndarray:
+    """The Modality LUT of one frame: pydicom's ``apply_modality_lut``, with the rescale values read once.
+
+    A Modality LUT Sequence goes through pydicom. For the common linear case this does what
+    ``pydicom.pixels.apply_modality_lut`` does (``stored`` as float64 times RescaleSlope plus RescaleIntercept, when
+    both are present; unchanged otherwise) with the slope and intercept read once per file: pydicom looks the tags
+    up on every call, about 1 ms per slice, as much as reading the file. Tests check both agree.
+    """
+    if frame.has_lut_sequence:
+        return apply_modality_lut(stored, frame.lut)
+    if frame.rescale is not None:
+        slope, intercept = frame.rescale
+        values = stored.astype(np.float64) * slope
+        values += intercept
+        return values
+    return stored
+
+
+def _native_frame(ds: Dataset, pixels: _Pixels | None = None) -> np.ndarray | None:
     """The stored values of a native little-endian grey-scale single frame, or None to let pydicom decode it.
 
     pydicom's ``pixel_array`` spends about 0.3 ms per call resolving decoding options, as much as reading the file,
@@ -621,21 +754,21 @@ def _native_frame(ds: Dataset) -> np.ndarray | None:
     its native decoder does exactly what this function does: view the buffer with the dtype of BitsAllocated and
     PixelRepresentation, reshape to (Rows, Columns), and when BitsStored < BitsAllocated shift left then right by
     the unused bits (sign-extending signed data, clearing the unused high bits of unsigned data). Anything else
-    (compressed, big endian, 1-bit, colour, multi-frame, short or float pixel data) goes through pydicom.
+    (compressed, big endian, 1-bit, colour, multi-frame, short or float pixel data) goes through pydicom; tests
+    check both agree.
     """
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if syntax is None or syntax.is_compressed or not syntax.is_little_endian:
         return None
-    if "PixelData" not in ds or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    pixels = pixels or _Pixels.of(ds)
+    if pixels.samples != 1 or pixels.frames != 1 or _PIXEL_DATA_TAGS[0] not in ds:
         return None
-    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
-        return None
-    allocated, stored = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0)
-    dtype = _NATIVE_DTYPES.get((allocated, int(ds.get("PixelRepresentation", 0) or 0)))
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    allocated, stored = pixels.bits_allocated, pixels.bits_stored
+    dtype = _NATIVE_DTYPES.get((allocated, pixels.pixel_representation))
+    rows, columns = pixels.rows, pixels.columns
     if dtype is None or not 0 < stored <= allocated or rows * columns == 0:
         return None
-    buffer = ds.PixelData
+    buffer = ds.get_item(_PIXEL_DATA_TAGS[0]).value  # the raw element's bytes: no conversion needed for OB/OW
     if len(buffer) < rows * columns * allocated // 8:
         return None  # pydicom raises the precise "pixel data is short" error
     array = np.frombuffer(buffer, dtype=dtype, count=rows * columns).reshape(rows, columns)

@@ -20,7 +20,9 @@ import importlib
 import json
 import logging
 import math
+import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -613,8 +615,9 @@ def convert_manifest(
             tasks.append((_convert_one_series, (row, str(out), overwrite)))
 
     if workers > 1 and len(tasks) > 1:
-        # spawn: the parent has torch and MONAI loaded (and maybe threads); forking such a process is unsafe.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=get_context(_start_method()), initializer=_worker_init
+        ) as pool:
             outcomes = list(pool.map(_run_task, tasks))
     else:
         outcomes = [_run_task(task) for task in tasks]
@@ -631,6 +634,26 @@ def convert_manifest(
         pd.DataFrame(result.converted, columns=list(CONVERTED_COLUMNS)), out / "converted.csv", ("shape", "spacing")
     )
     return result
+
+
+def _start_method() -> str:
+    """The start method of worker processes, chosen as :mod:`medssl.data.index` does.
+
+    ``fork`` when this process runs one Python thread (no re-import of torch and MONAI: seconds per worker), else
+    ``forkserver``/``spawn``: forking a process running other threads can copy a held lock into the child.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _worker_init() -> None:
+    # One torch thread per worker process: N processes already use N cores, and a forked child must not reuse the
+    # parent's OpenMP thread pool.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _run_task(task: tuple[Callable, tuple]) -> dict[str, Any]:
