@@ -133,8 +133,10 @@ def test_nt_xent_batch_of_one_and_bad_inputs():
 def test_simsiam_value_and_stop_gradient():
     p1, p2, z1, z2 = views(seed=5, count=4)
     value = simsiam_loss(p1, p2, z1, z2)
-    expected = -0.5 * F.cosine_similarity(p1, z2).mean() - 0.5 * F.cosine_similarity(p2, z1).mean()
-    assert torch.allclose(value, expected)
+    expected = -0.5 * F.cosine_similarity(p1, z2.detach()).mean() - 0.5 * F.cosine_similarity(p2, z1.detach()).mean()
+    assert torch.allclose(value, expected, rtol=1e-12)
+    for g, e in zip(torch.autograd.grad(value, (p1, p2), retain_graph=True), torch.autograd.grad(expected, (p1, p2))):
+        assert torch.allclose(g, e, rtol=1e-10, atol=1e-14)
     value.backward()
     assert z1.grad is None and z2.grad is None  # stop-gradient: nothing reaches the projections
     assert p1.grad is not None and torch.count_nonzero(p1.grad) > 0
@@ -154,10 +156,12 @@ def test_byol_value_range_and_stop_gradient():
     p1, p2, z1, z2 = views(seed=7, count=4)
     value = BYOLLoss()(p1, p2, z1, z2)
     expected = (
-        (F.normalize(p1, dim=1) - F.normalize(z2, dim=1)).square().sum(1)
-        + (F.normalize(p2, dim=1) - F.normalize(z1, dim=1)).square().sum(1)
+        (F.normalize(p1, dim=1) - F.normalize(z2.detach(), dim=1)).square().sum(1)
+        + (F.normalize(p2, dim=1) - F.normalize(z1.detach(), dim=1)).square().sum(1)
     ).mean()
-    assert torch.allclose(value, expected)
+    assert torch.allclose(value, expected, rtol=1e-12)
+    for g, e in zip(torch.autograd.grad(value, (p1, p2), retain_graph=True), torch.autograd.grad(expected, (p1, p2))):
+        assert torch.allclose(g, e, rtol=1e-10, atol=1e-14)
     value.backward()
     assert z1.grad is None and z2.grad is None
     assert torch.count_nonzero(p2.grad) > 0
@@ -192,7 +196,10 @@ def test_masked_patch_loss_value(norm_pix_loss):
                 if norm_pix_loss:
                     t = (t - t.mean()) / torch.sqrt(t.var(unbiased=True) + 1e-6)
                 terms.append(((pred[b, p] - t) ** 2).mean())
-    assert torch.allclose(value, torch.stack(terms).mean())
+    expected = torch.stack(terms).mean()
+    assert torch.allclose(value, expected, rtol=1e-12)
+    grad, expected_grad = torch.autograd.grad(value, pred)[0], torch.autograd.grad(expected, pred)[0]
+    assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
 
 
 def test_masked_patch_loss_ignores_visible_patches():
