@@ -89,7 +89,12 @@ def test_dawid_skene_edge_cases_and_arguments():
     assert (empty.predict(np.full((5, 2), A)) == A).all()
     with pytest.raises(RuntimeError):
         DawidSkene().predict_proba(np.zeros((1, 1), dtype=int))
-    for bad in (dict(parametrization="two-coins"), dict(abstain="skip"), dict(class_balance="skewed")):
+    for bad in (
+        dict(parametrization="two-coins"),
+        dict(abstain="skip"),
+        dict(class_balance="skewed"),
+        dict(decision="x"),
+    ):
         with pytest.raises(ValueError):
             DawidSkene(**bad)
     fixed = DawidSkene(class_balance=[0.7, 0.2, 0.1]).fit(_simulate(200, [0.9, 0.9], 1.0, 2)[0])

@@ -8,7 +8,7 @@ import pytest
 
 from medssl.data.reports import CHEXPERT_OBSERVATIONS
 from medssl.data.synth.report_text import generate_corpus
-from medssl.weak import aggregate, label_matrix, label_metrics, lf_summary
+from medssl.weak import aggregate, from_chexpert, label_matrix, label_metrics, lf_summary, soft_targets
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,15 @@ def test_label_model_matches_or_beats_majority_vote(corpus, capsys):
     # The label model learns LF accuracies without gold labels; it must not lose to majority vote.
     assert (macro["label-model"] >= macro["majority"] - 0.02).all()
     assert macro["label-model"].mean() >= macro["majority"].mean() - 0.01
+    # Its probabilities make better soft targets (U-Ones) than the vote shares: lower Brier score against the truth.
+    truth = np.isin(np.stack([from_chexpert(gold[o]) for o in CHEXPERT_OBSERVATIONS[1:]], axis=1), (1, 2))
+    brier = {}
+    for model in ("majority", "label-model"):
+        targets, _ = soft_targets(aggregate(matrix, model=model).probs[:, 1:], "ones")
+        brier[model] = float(((targets - truth) ** 2).mean())
+    with capsys.disabled():
+        print(f"Brier score of U-Ones targets: {brier}")
+    assert brier["label-model"] <= brier["majority"]
 
 
 def test_lf_summary_on_the_corpus(corpus):

@@ -24,10 +24,21 @@ generated reports with known labels (``docs/weak_labels.md``) for stability:
   only confirms that vote);
 - ``min_accuracy=0.5``: accuracies are kept above chance, so an LF that votes alone is never overruled by its own
   estimated unreliability;
-- ``class_balance="uniform"`` (Snorkel's default too): with rare classes and LFs that mostly vote alone, a learned
-  balance (``class_balance=None``) drifts; a sequence fixes a known balance.
+- ``class_balance="majority"``: the class balance is the (add-one smoothed) share of each majority-vote label,
+  fixed during EM. Learning it with EM (``class_balance=None``) drifts when many reports have a single vote (their
+  posterior follows the prior); ``"uniform"`` (Snorkel's default) is stable too but leaves a lone vote of an LF whose
+  estimated accuracy is low (the normal-study LF, whose overlaps with other LFs are mostly the chronic findings it
+  misses) at probabilities near 0.5: poor soft targets. A sequence fixes a known balance.
 
-The learned accuracies weigh the votes: two agreeing LFs no longer outvote one precise LF automatically.
+- ``decision="likelihood"``: the label is the class under which the votes are most likely, the class balance left
+  out, so that a rare finding stated by a reliable LF is not voted down by its rarity; the probabilities are the
+  posteriors, balance included, which makes them calibrated soft targets. So a rare finding can be labelled positive
+  with ``P(pos) < 0.5``. ``decision="posterior"`` labels by the posterior.
+
+The learned accuracies weigh the votes: two agreeing LFs no longer outvote one precise LF automatically. On
+generated reports (``docs/weak_labels.md``) the label model matches majority vote on positive labels (within 0.01
+F1), is better on uncertain ones, and its probabilities are better calibrated; on a few hundred reports the
+accuracies are poorly estimated and majority vote is the safer choice.
 
 **Snorkel** (:class:`SnorkelLabelModel`): Snorkel's ``LabelModel`` behind ``optional_import`` (``pip install
 medssl[snorkel]``); never required.
@@ -167,12 +178,15 @@ class DawidSkene:
         prior_accuracy: prior probability that an LF's vote is right.
         prior_strength: pseudo-votes behind ``prior_accuracy`` (per class row for ``"full"``).
         class_prior: pseudo-counts per class on a learned class balance.
-        class_balance: ``"uniform"`` (fixed), None (learned) or a fixed sequence of ``n_classes`` shares.
+        class_balance: ``"majority"`` (majority-vote label shares, fixed), ``"uniform"``, None (learned by EM) or a
+            fixed sequence of ``n_classes`` shares.
         abstain: ``"ignore"`` (abstentions carry no information) or ``"model"`` (their rate depends on the class).
         parametrization: ``"one-coin"``, ``"class"``, ``"full"``, or ``"auto"`` (one coin for LFs that emit one
             value only, per-class accuracies for the others).
         overlap_only: estimate LF accuracies on reports with two votes or more.
         min_accuracy: lower bound of the one-coin and per-class accuracies.
+        decision: labels from the ``"likelihood"`` of the votes under each class (the class balance left out) or
+            from the ``"posterior"`` (see the module docstring); probabilities are posteriors either way.
 
     Attributes:
         class_balance_: learned (or fixed) class balance.
@@ -189,12 +203,16 @@ class DawidSkene:
         prior_accuracy: float = 0.7,
         prior_strength: float = 2.0,
         class_prior: float = 1.0,
-        class_balance: Sequence[float] | str | None = "uniform",
+        class_balance: Sequence[float] | str | None = "majority",
         abstain: str = "ignore",
         parametrization: str = "one-coin",
         overlap_only: bool = True,
         min_accuracy: float = 0.5,
+        decision: str = "likelihood",
     ) -> None:
+        if decision not in ("likelihood", "posterior"):
+            raise ValueError(f"decision must be 'likelihood' or 'posterior', got {decision!r}")
+        self.decision = decision
         if parametrization not in ("auto", "full", "class", "one-coin"):
             raise ValueError(f"parametrization must be 'auto', 'full', 'class' or 'one-coin', got {parametrization!r}")
         if abstain not in ("ignore", "model"):
@@ -207,10 +225,16 @@ class DawidSkene:
         self.prior_accuracy = prior_accuracy
         self.prior_strength = prior_strength
         self.class_prior = class_prior
+        self.balance_mode = "fixed"
         if isinstance(class_balance, str):
-            if class_balance != "uniform":
-                raise ValueError(f"class_balance must be 'uniform', None or a sequence, got {class_balance!r}")
+            if class_balance not in ("uniform", "majority"):
+                raise ValueError(
+                    f"class_balance must be 'uniform', 'majority', None or a sequence, got {class_balance!r}"
+                )
+            self.balance_mode = class_balance
             class_balance = np.full(n_classes, 1.0 / n_classes)
+        elif class_balance is None:
+            self.balance_mode = "learned"
         self.class_balance = None if class_balance is None else np.asarray(class_balance, dtype=float)
         self.min_accuracy = min_accuracy
         self.abstain = abstain
@@ -302,6 +326,10 @@ class DawidSkene:
             self.confusion_ = np.broadcast_to(beta / beta.sum(axis=1, keepdims=True), (votes.shape[1], k, n_values))
             return self
         overlap = (votes >= 0).sum(axis=1) >= (2 if self.overlap_only else 1)
+        if self.balance_mode == "majority":
+            # Plug-in class balance: the majority-vote label shares (add-one smoothed), fixed during EM.
+            shares = np.bincount(majority_vote(votes, n_classes=k), minlength=k)[:k] + 1.0
+            self.class_balance = shares / shares.sum()
         # Initial posteriors: smoothed vote shares (majority vote).
         counts = _one_hot(votes, k).sum(axis=1) + 1e-2
         post = counts / counts.sum(axis=1, keepdims=True)
@@ -339,12 +367,30 @@ class DawidSkene:
             out[covered] = self._posteriors(self._observations(votes[covered]))
         return out
 
-    def predict(self, votes: np.ndarray) -> np.ndarray:
-        """Most probable class per row (ABSTAIN where every LF abstains)."""
+    def decision_scores(self, votes: np.ndarray) -> np.ndarray:
+        """Scores whose argmax is the label.
+
+        With ``decision="posterior"`` the posteriors; with ``"likelihood"`` the posteriors divided by the class
+        balance and normalised, i.e. the likelihood of the votes under each class. NaN rows where every LF abstains.
+
+        Args:
+            votes: ``(n, m)`` votes.
+
+        Returns:
+            ``(n, n_classes)`` scores.
+        """
         proba = self.predict_proba(votes)
-        labels = np.full(len(proba), ABSTAIN, dtype=np.int64)
-        covered = ~np.isnan(proba).any(axis=1)
-        labels[covered] = proba[covered].argmax(axis=1)
+        if self.decision == "posterior":
+            return proba
+        scores = proba / self.class_balance_[None, :]
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    def predict(self, votes: np.ndarray) -> np.ndarray:
+        """The label of each row: argmax of :meth:`decision_scores` (ABSTAIN where every LF abstains)."""
+        scores = self.decision_scores(votes)
+        labels = np.full(len(scores), ABSTAIN, dtype=np.int64)
+        covered = ~np.isnan(scores).any(axis=1)
+        labels[covered] = scores[covered].argmax(axis=1)
         return labels
 
     def lf_accuracies(self) -> np.ndarray:
@@ -473,8 +519,9 @@ def aggregate(
             estimator = _label_model(model, seed, **options).fit(votes)
             p = estimator.predict_proba(votes)
             probs[:, j] = p
-            covered = ~np.isnan(p).any(axis=1)
-            top = np.where(covered[:, None], p, -1.0)
+            scores = estimator.decision_scores(votes) if hasattr(estimator, "decision_scores") else p
+            covered = ~np.isnan(scores).any(axis=1)
+            top = np.where(covered[:, None], scores, -1.0)
             # Exact ties (identical probabilities) follow the majority-vote tie policy.
             tied = np.isclose(top, top.max(axis=1, keepdims=True)) & covered[:, None]
             ties = tied.sum(axis=1) > 1
