@@ -34,6 +34,7 @@ def test_majority_vote_ties_and_abstains():
     votes = np.array([[P, N, A], [P, P, N], [A, A, A], [U, N, A], [P, U, N]])
     assert majority_vote(votes).tolist() == [P, P, A, U, P]  # ties: positive > uncertain > negative
     assert majority_vote(votes, tie_policy="abstain").tolist() == [A, P, A, A, A]
+    assert majority_vote(votes, abstain=N).tolist() == [P, P, N, U, P]
     random = majority_vote(votes, tie_policy="random", seed=1)
     assert random[1] == P and random[2] == A and random[0] in (P, N) and random[3] in (U, N)
     assert (majority_vote(votes, tie_policy="random", seed=1) == random).all()

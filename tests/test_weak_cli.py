@@ -118,3 +118,8 @@ def test_bad_inputs_exit_with_a_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("   ")
     assert main(["label-reports", str(tmp_path / "empty"), "--out", str(tmp_path / "y.csv")]) == 1
+    errors = pd.read_csv(tmp_path / "label_errors.csv")
+    assert errors["report_key"][0].startswith("rep-") and "withheld" in errors["source"][0]
+    assert "a.txt" not in (tmp_path / "label_errors.csv").read_text()  # file names may hold PHI
+    assert main(["label-reports", str(tmp_path / "empty"), "--out", str(tmp_path / "y.csv"), "--keep-ids"]) == 1
+    assert pd.read_csv(tmp_path / "label_errors.csv")["source"][0] == "a.txt"

@@ -59,7 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--text-column", default=None, help="CSV column with the report text (default: text/report)")
     parser.add_argument("--id-column", default=None, help="CSV column identifying a report (hashed with --salt)")
-    parser.add_argument("--keep-ids", action="store_true", help="also write the raw --id-column (de-identified ids)")
+    parser.add_argument(
+        "--keep-ids",
+        action="store_true",
+        help="also write raw identifiers: the --id-column, and file names of non-MIMIC folders in label_errors.csv "
+        "(only for identifiers that are already de-identified)",
+    )
     parser.add_argument("--split", default=None, help="datalist split to label (default: every split)")
     parser.add_argument("--salt", default=None, help="salt of report keys (default: $MEDSSL_SALT)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the label matrix (-1: all cores)")
@@ -101,7 +106,7 @@ def read_reports_input(
         salt: salt of hashed keys.
         text_column: CSV text column.
         id_column: CSV id column.
-        keep_ids: keep the raw ids as a column.
+        keep_ids: keep the raw ids as a column, and non-MIMIC file names as error sources.
         split: datalist split (None: all).
 
     Returns:
@@ -128,21 +133,24 @@ def read_reports_input(
         keyer = None
         for file in files:
             ids = _mimic_ids(file)
+            relative = file.relative_to(path).as_posix()
             if ids is not None:
                 key = f"s{ids[1]}"
                 row = {"subject_id": ids[0], "study_id": ids[1]}
+                where = relative  # MIMIC-CXR paths hold de-identified ids only
             else:
                 keyer = keyer or Keyer(salt)
-                key = keyer("report", file.relative_to(path).as_posix())
+                key = keyer("report", relative)
                 row = {}
+                where = relative if keep_ids else "(file name withheld; --keep-ids shows it)"
             try:
                 raw = file.read_bytes()
             except OSError as error:
-                errors.append((key, file.relative_to(path).as_posix(), f"cannot read: {error.strerror or error}"))
+                errors.append((key, where, f"cannot read: {error.strerror or error}"))
                 continue
             texts.append(raw.decode("utf-8", errors="replace"))
             keys.append(key)
-            rows.append({"source": file.relative_to(path).as_posix(), **row})
+            rows.append({"source": where, **row})
 
         def gold_key(gold: pd.DataFrame) -> pd.DataFrame:
             if "study_id" in gold.columns:

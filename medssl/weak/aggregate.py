@@ -134,6 +134,7 @@ def majority_vote(
     priority: Sequence[int] = (POSITIVE, UNCERTAIN, NEGATIVE),
     n_classes: int = N_CLASSES,
     seed: int = 0,
+    abstain: int = ABSTAIN,
 ) -> np.ndarray:
     """Majority vote per row.
 
@@ -144,9 +145,10 @@ def majority_vote(
         priority: class order for ``"priority"`` (default CheXpert's precedence).
         n_classes: number of classes.
         seed: seed of the ``"random"`` policy.
+        abstain: label of rows where every LF abstains (ABSTAIN: no label; NEGATIVE reads silence as absence).
 
     Returns:
-        ``(n,)`` labels; ABSTAIN where every LF abstains (or on ties with ``tie_policy="abstain"``).
+        ``(n,)`` labels.
     """
     if tie_policy not in ("priority", "abstain", "random"):
         raise ValueError(f"tie_policy must be 'priority', 'abstain' or 'random', got {tie_policy!r}")
@@ -165,6 +167,7 @@ def majority_vote(
         rng = np.random.default_rng(seed)
         for row in several:
             labels[row] = rng.choice(np.flatnonzero(tied[row]))
+    labels[top[:, 0] == 0] = abstain
     return labels
 
 
