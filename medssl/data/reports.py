@@ -191,6 +191,7 @@ _COLON_HEADER = re.compile(r"^(?P<name>[A-Za-z][A-Za-z /&()',-]{0,60}?)\s*:\s*(?
 _BARE_HEADER = re.compile(r"^(?P<name>[A-Za-z][A-Za-z /&()',-]{0,60}?)\s*$")
 # An upper-case header in the middle of a line, after a sentence end: "... prior. IMPRESSION: ...".
 _INLINE_HEADER = re.compile(r"(?<=[.!?])\s+(?=(?P<name>[A-Z][A-Z /&()-]{2,40}?)\s*:)")
+_ADDENDUM_BANNER = re.compile(r"(?:FINAL )?ADDEND(?:UM|A)\b[^a-z]*$")
 _SEPARATOR = re.compile(r"^\s*_{10,}\s*$")
 _DEID_RUN = re.compile(r"_{3,}")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -298,9 +299,7 @@ def _header_of(line: str) -> tuple[str, str] | None:
     match = _COLON_HEADER.match(line)
     if match:
         name = normalize_section_name(match.group("name"))
-        if name is not None:
-            return name, match.group("rest")
-        return None
+        return None if name is None else (name, match.group("rest"))
     match = _BARE_HEADER.match(line)
     if match:
         raw = match.group("name")
@@ -308,10 +307,8 @@ def _header_of(line: str) -> tuple[str, str] | None:
             name = normalize_section_name(raw)
             if name is not None:
                 return name, ""
-        low = raw.lower()
-        if re.match(r"(final )?addend(um|a)\b", low):
-            return "addendum", ""
-    elif re.match(r"(?i)(final )?addend(um|a)\b", line) and not re.match(r"(?i)addend(um|a)\s+\w+\s+\w+\s+\w+", line):
+        return None
+    if _ADDENDUM_BANNER.match(line):
         # "ADDENDUM ___ 10:15 AM" style banner: an addendum starts, the banner itself is not text.
         return "addendum", ""
     return None
