@@ -152,6 +152,17 @@ def test_local_loss_batch_of_one():
     assert float(actual[0][0]) == 0.0  # one caption: cross-entropy over a single column
 
 
+def test_local_loss_with_one_side_frozen():
+    regions, words, mask = make_inputs(seed=12)
+    expected = torch.autograd.grad(sum(reference_local_loss(regions, words, mask)), (regions, words))
+    frozen_regions = regions.detach()
+    (grad_words,) = torch.autograd.grad(sum(gloria_local_loss(frozen_regions, words, mask, chunk_size=2)), words)
+    assert torch.allclose(grad_words, expected[1], rtol=1e-10, atol=1e-12)
+    frozen_words = words.detach()
+    (grad_regions,) = torch.autograd.grad(sum(gloria_local_loss(regions, frozen_words, mask, chunk_size=2)), regions)
+    assert torch.allclose(grad_regions, expected[0], rtol=1e-10, atol=1e-12)
+
+
 def test_local_similarity_rectangular_and_order():
     regions, words, mask = make_inputs(batch=4, seed=5)
     more_words = torch.randn(6, 8, 6, dtype=torch.float64)

@@ -165,8 +165,8 @@ def _tile_forward(vt, gram, wt, wn, mask, padded, temp1, temp2):
     return row_sim, cache
 
 
-def _tile_backward(grad, vt, wt, wn, cache, temp1, temp2):
-    """Gradients of one tile: returns ``(d vt, d wt, d |w|, d gram)``."""
+def _tile_backward(grad, vt, wt, wn, cache, temp1, temp2, need_regions=True, need_words=True):
+    """Gradients of one tile: returns ``(d vt, d wt, d |w|, d gram)`` (``None`` for those not needed)."""
     scores, word_probs, attn, gram_attn, context_norm, norm_product, denominator, cosine, logits, row_sim = cache
     n_img, n_reg, dim = vt.shape
     n_cap, n_words, _ = wt.shape
@@ -175,12 +175,14 @@ def _tile_backward(grad, vt, wt, wn, cache, temp1, temp2):
     grad_num = grad_cos / denominator
     active = norm_product > _COS_EPS  # the clamp passes no gradient to |w| |c| below eps
     grad_prod = torch.where(active, -grad_cos * cosine / denominator, 0.0)
-    grad_wn = (grad_prod * context_norm).sum(dim=0)
+    grad_wn = (grad_prod * context_norm).sum(dim=0) if need_words else None
     # d|c|^2 = d|c| / (2 |c|); |c| > 0 wherever the gradient is not zero
     grad_csq = grad_prod * wn.unsqueeze(0) / (2.0 * context_norm).clamp_min(torch.finfo(context_norm.dtype).tiny)
     # |c|^2 = a^T G a  ->  dG += a diag(g) a^T, da += 2 G a g
     attn_flat = attn.view(n_img, n_reg, n_cap * n_words)
-    grad_gram = torch.bmm(attn_flat * grad_csq.view(n_img, 1, -1), attn_flat.transpose(1, 2))
+    grad_gram = None
+    if need_regions:
+        grad_gram = torch.bmm(attn_flat * grad_csq.view(n_img, 1, -1), attn_flat.transpose(1, 2))
     # d a (scaled by temp1 here, on small tensors, rather than on the tile below): 2 G a g + S d(numerator)
     grad_attn = gram_attn.mul_((2.0 * temp1) * grad_csq.unsqueeze(1))  # gram_attn is not needed any more
     grad_attn.addcmul_(scores, (temp1 * grad_num).unsqueeze(1))  # numerator = sum_n a S
@@ -190,8 +192,11 @@ def _tile_backward(grad, vt, wt, wn, cache, temp1, temp2):
     grad_scores = grad_probs.sub_((word_probs * grad_probs).sum(dim=-1, keepdim=True)).mul_(word_probs)
     grad_scores.addcmul_(attn, grad_num.unsqueeze(1))
     grad_scores = grad_scores.view(n_img * n_reg, n_cap * n_words)
-    grad_vt = torch.mm(grad_scores, wt.view(n_cap * n_words, dim)).view(n_img, n_reg, dim)
-    grad_wt = torch.mm(grad_scores.t(), vt.view(n_img * n_reg, dim)).view(n_cap, n_words, dim)
+    grad_vt = grad_wt = None
+    if need_regions:
+        grad_vt = torch.mm(grad_scores, wt.view(n_cap * n_words, dim)).view(n_img, n_reg, dim)
+    if need_words:
+        grad_wt = torch.mm(grad_scores.t(), vt.view(n_img * n_reg, dim)).view(n_cap, n_words, dim)
     return grad_vt, grad_wt, grad_wn, grad_gram
 
 
@@ -205,10 +210,12 @@ class _LocalSimilarity(torch.autograd.Function):
     Inputs: regions ``(Bi, D, N)`` (any layout; each image chunk is copied to rows ``(J, N, D)`` only while it is
     used, so nothing of size ``Bi x N x D`` is added to the inputs and their gradients), word rows ``(Bc, L, D)``
     (real words first, padding zero, captions sorted by length, longest first), their mask ``(Bc, L)``, the lengths
-    (list), ``temp1``, ``temp2``, the image and caption chunk sizes.
+    (list), ``temp1``, ``temp2``, the image and caption chunk sizes. Under CUDA autocast it runs in float32 (forward
+    and the recomputation in backward alike).
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, regions, wt, mask, lengths, temp1, temp2, image_chunk, caption_chunk):  # noqa: D102
         ctx.save_for_backward(regions, wt, mask)
         ctx.lengths, ctx.temps, ctx.chunks = lengths, (temp1, temp2), (image_chunk, caption_chunk)
@@ -228,34 +235,41 @@ class _LocalSimilarity(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
         regions, wt, mask = ctx.saved_tensors
         lengths, (temp1, temp2), (image_chunk, caption_chunk) = ctx.lengths, ctx.temps, ctx.chunks
+        need_regions, need_words = ctx.needs_input_grad[:2]
         wn = torch.linalg.vector_norm(wt, dim=-1)
-        grad_regions = torch.empty_like(regions)
-        grad_wt = torch.zeros_like(wt)
-        grad_wn = torch.zeros_like(wn)
+        grad_regions = torch.empty_like(regions) if need_regions else None
+        grad_wt = torch.zeros_like(wt) if need_words else None
+        grad_wn = torch.zeros_like(wn) if need_words else None
         for img in _chunks(regions.shape[0], image_chunk):
             vt_j = regions[img].transpose(1, 2).contiguous()
             gram = torch.bmm(vt_j, vt_j.transpose(1, 2))
-            grad_gram = torch.zeros_like(gram)
-            grad_vt = torch.zeros_like(vt_j)
+            grad_gram = torch.zeros_like(gram) if need_regions else None
+            grad_vt = torch.zeros_like(vt_j) if need_regions else None
             for cap in _chunks(wt.shape[0], caption_chunk):
                 n_words = lengths[cap.start]
                 padded = lengths[cap.stop - 1] < n_words
                 wt_i, wn_i = wt[cap, :n_words].contiguous(), wn[cap, :n_words]
                 _, cache = _tile_forward(vt_j, gram, wt_i, wn_i, mask[cap, :n_words], padded, temp1, temp2)
-                g_vt, g_wt, g_wn, g_gram = _tile_backward(grad_out[img, cap], vt_j, wt_i, wn_i, cache, temp1, temp2)
+                g_vt, g_wt, g_wn, g_gram = _tile_backward(
+                    grad_out[img, cap], vt_j, wt_i, wn_i, cache, temp1, temp2, need_regions, need_words
+                )
                 del cache
-                grad_vt += g_vt
-                grad_wt[cap, :n_words] += g_wt
-                grad_wn[cap, :n_words] += g_wn
-                grad_gram += g_gram
-            grad_vt.baddbmm_(grad_gram, vt_j, alpha=2.0)  # G = V V^T and dG is symmetric
-            grad_regions[img] = grad_vt.transpose(1, 2)
-        # |w| -> w (zero-norm words are padding, whose gradient is 0)
-        grad_wt += wt * (grad_wn / wn.clamp_min(torch.finfo(wn.dtype).tiny)).unsqueeze(-1)
+                if need_regions:
+                    grad_vt += g_vt
+                    grad_gram += g_gram
+                if need_words:
+                    grad_wt[cap, :n_words] += g_wt
+                    grad_wn[cap, :n_words] += g_wn
+            if need_regions:
+                grad_vt.baddbmm_(grad_gram, vt_j, alpha=2.0)  # G = V V^T and dG is symmetric
+                grad_regions[img] = grad_vt.transpose(1, 2)
+        if need_words:  # |w| -> w (zero-norm words are padding, whose gradient is 0)
+            grad_wt += wt * (grad_wn / wn.clamp_min(torch.finfo(wn.dtype).tiny)).unsqueeze(-1)
         return grad_regions, grad_wt, None, None, None, None, None, None
 
 
