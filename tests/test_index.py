@@ -49,8 +49,15 @@ def export(tmp_path_factory) -> dict:
     # 1. T1 in patient/study/series folders, instance numbers reversed and file names shuffled
     tags = _series_tags(rng, "PID-0001", study_a, "t1_mprage_sag", 2)
     names = [f"PID-0001/STUDY1/SER2/IM{n}" for n in rng.permutation(5)]
-    write_series(volume, [root / n for n in names], spacing=(0.9, 0.9, 1.2), tags=tags, rescale=(0.5, 0.0),
-                 instance_numbers=[5, 4, 3, 2, 1], rng=rng)
+    write_series(
+        volume,
+        [root / n for n in names],
+        spacing=(0.9, 0.9, 1.2),
+        tags=tags,
+        rescale=(0.5, 0.0),
+        instance_numbers=[5, 4, 3, 2, 1],
+        rng=rng,
+    )
     truth["series"][tags["SeriesInstanceUID"]] = ("T1", names)
     # 2. FLAIR and T2 mixed in one flat folder, .dcm extensions, oblique FLAIR
     a = 1 / np.sqrt(2)
@@ -60,8 +67,15 @@ def export(tmp_path_factory) -> dict:
     ):
         tags = _series_tags(rng, "PID-0001", study_a, description, number, **extra)
         names = [f"mixed/{rng.integers(1e9)}.dcm" for _ in range(5)]
-        write_series(volume, [root / n for n in names], spacing=(1.0, 1.0, 3.0), row_cosine=row, column_cosine=column, tags=tags,
-                     rng=rng)
+        write_series(
+            volume,
+            [root / n for n in names],
+            spacing=(1.0, 1.0, 3.0),
+            row_cosine=row,
+            column_cosine=column,
+            tags=tags,
+            rng=rng,
+        )
         truth["series"][tags["SeriesInstanceUID"]] = (sequence, names)
     # 3. post-contrast T1 of a second patient, one series spread over two folders
     tags = _series_tags(rng, "PID-0002", study_b, "AX T1 POST GAD", 5, ContrastBolusAgent="Gadovist")
@@ -83,13 +97,18 @@ def export(tmp_path_factory) -> dict:
     data = good.read_bytes()
     (root / "junk" / "cut.dcm").write_bytes(data[: len(data) - 40])
     shutil.copy(good, root / "junk" / "copy_of_slice")  # a duplicate instance
-    sr = build_dataset(np.zeros((2, 2), np.uint16), {"StudyInstanceUID": study_a, "SeriesInstanceUID": new_uid(rng)},
-                       modality="SR", sop_class="1.2.840.10008.5.1.4.1.1.88.11")
+    sr = build_dataset(
+        np.zeros((2, 2), np.uint16),
+        {"StudyInstanceUID": study_a, "SeriesInstanceUID": new_uid(rng)},
+        modality="SR",
+        sop_class="1.2.840.10008.5.1.4.1.1.88.11",
+    )
     del sr.PixelData
     write_dataset(sr, root / "junk" / "report_sr")
     for name, syntax in (("mpeg2", "1.2.840.10008.1.2.4.100"), ("philips_private", "1.3.46.670589.33.1.4.1")):
-        ds = build_dataset(np.zeros((4, 4), np.uint16), {"StudyInstanceUID": study_a,
-                                                         "SeriesInstanceUID": new_uid(rng)}, modality="MR")
+        ds = build_dataset(
+            np.zeros((4, 4), np.uint16), {"StudyInstanceUID": study_a, "SeriesInstanceUID": new_uid(rng)}, modality="MR"
+        )
         ds.PixelData = encapsulate([b"\x00" * 16])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = syntax
@@ -130,7 +149,9 @@ def test_geometry_columns(export, indexed):
     manifest = indexed.manifest.set_index("sequence", drop=False)
     assert manifest.loc["T1C", "spacing"] == pytest.approx([1.0, 1.0, 2.0])
     assert manifest.loc["FLAIR", "plane"] == "axial" and manifest.loc["T1", "spacing"] == pytest.approx([0.9, 0.9, 1.2])
-    broken = indexed.manifest[indexed.manifest["series_key"] == make_key("series", export["missing_slice_series"], SALT)]
+    broken = indexed.manifest[
+        indexed.manifest["series_key"] == make_key("series", export["missing_slice_series"], SALT)
+    ]
     assert broken["geometry"].iloc[0].startswith("missing slices: 1 slice")
     assert manifest.loc["T1C", "contrast"] and not manifest.loc["T1", "contrast"]
 
@@ -182,7 +203,10 @@ def test_parallel_equals_sequential(export, indexed):
 
 def test_manifest_round_trip_through_cli_parquet(export, tmp_path):
     out = tmp_path / "m.parquet"
-    assert main(["index", str(export["root"]), "--out", str(out), "--salt", SALT, "--errors", str(tmp_path / "e.csv")]) == 0
+    assert (
+        main(["index", str(export["root"]), "--out", str(out), "--salt", SALT, "--errors", str(tmp_path / "e.csv")])
+        == 0
+    )
     manifest = read_manifest(out)
     assert len(manifest) == len(export["series"]) and isinstance(manifest["files"].iloc[0], list)
     assert (tmp_path / "e.csv").is_file()
@@ -222,8 +246,14 @@ def test_real_dicomdir_file_set_matches_pydicom(dicomdir_tests_dir, tmp_path):
 
 
 def test_real_pydicom_files_truncated_and_transfer_syntax_variants(pydicom_data_dir, tmp_path):
-    for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm",
-                 "MR_truncated.dcm", "rtplan.dcm"):
+    for name in (
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_truncated.dcm",
+        "rtplan.dcm",
+    ):
         shutil.copy(pydicom_data_dir / name, tmp_path / name)
     result = index_export(tmp_path, salt=SALT, workers=1)
     errors = dict(zip(result.errors["path"], result.errors["reason"], strict=True))
@@ -232,3 +262,37 @@ def test_real_pydicom_files_truncated_and_transfer_syntax_variants(pydicom_data_
     # the transfer-syntax variants are one instance (same SOPInstanceUID) written four ways: one kept
     assert sum(r == "duplicate_instance" for r in errors.values()) == 3
     assert len(result.manifest) == 1 and result.manifest["modality"].iloc[0] == "MR"
+
+
+def test_planar_series_with_several_views_becomes_one_row_per_view(tmp_path):
+    """Some vendors put a whole screening exam (four views) in one series: one row per view and side, no conflict."""
+    from medssl.data.synth.dicom_writer import write_planar_image
+
+    rng = np.random.default_rng(0)
+    common = {
+        "PatientID": "PID-0001",
+        "StudyInstanceUID": new_uid(rng),
+        "SeriesInstanceUID": new_uid(rng),
+        "ImagerPixelSpacing": ["0.1", "0.1"],
+    }
+    for view, side in (("CC", "L"), ("CC", "R"), ("MLO", "L"), ("MLO", "R")):
+        write_planar_image(
+            rng.integers(0, 4000, (16, 12)),
+            tmp_path / f"{side}{view}",
+            modality="MG",
+            rng=rng,
+            tags={**common, "ViewPosition": view, "ImageLaterality": side},
+        )
+    result = index_export(tmp_path, salt=SALT, workers=1)
+    manifest = result.manifest
+    assert sorted(zip(manifest["view"], manifest["laterality"], strict=True)) == [
+        ("CC", "L"),
+        ("CC", "R"),
+        ("MLO", "L"),
+        ("MLO", "R"),
+    ]
+    assert manifest["series_key"].nunique() == 4 and manifest["series_key"].str.fullmatch(r"ser-[0-9a-f]{16}").all()
+    assert manifest["study_key"].nunique() == 1 and (manifest["n_instances"] == 1).all()
+    assert "tag_conflict" not in set(result.errors["reason"])
+    again = index_export(tmp_path, salt=SALT, workers=1).manifest
+    assert sorted(again["series_key"]) == sorted(manifest["series_key"])

@@ -608,7 +608,30 @@ def _float_or_nan(value: Any) -> float:
         return float("nan")
 
 
-def _build_manifest(records: list[dict[str, Any]], root: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _split_planar_views(by_series: dict[str, list[dict[str, Any]]], salt: str) -> dict[str, list[dict[str, Any]]]:
+    """Planar series holding several views (some vendors put a whole mammography exam in one series) become one group
+    per (view, laterality); each group's key is derived from the series key, so it stays stable and PHI-free."""
+    split: dict[str, list[dict[str, Any]]] = {}
+    for key, instances in by_series.items():
+        if instances[0]["Modality"] not in PLANAR_MODALITIES or len(instances) == 1:
+            split[key] = instances
+            continue
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for record in instances:
+            view, laterality, _ = view_and_laterality(record)
+            groups.setdefault((view, laterality), []).append(record)
+        if len(groups) == 1:
+            split[key] = instances
+            continue
+        for (view, laterality), members in groups.items():
+            derived = make_key("series", f"{key}|{view}|{laterality}", salt)
+            split[derived] = [{**r, "series_key": derived} for r in members]
+    return split
+
+
+def _build_manifest(
+    records: list[dict[str, Any]], root: str, salt: str = ""
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     errors: list[dict[str, Any]] = []
     columns = [c.name for c in MANIFEST_COLUMNS]
     kept_at: dict[str, str] = {}
@@ -621,6 +644,7 @@ def _build_manifest(records: list[dict[str, Any]], root: str) -> tuple[pd.DataFr
             )
             continue
         by_series.setdefault(record["series_key"], []).append(record)
+    by_series = _split_planar_views(by_series, salt)
     rows = []
     for instances in by_series.values():
         owners = Counter((r["patient_key"], r["study_key"]) for r in instances)
@@ -737,7 +761,7 @@ def index_export(
     dicomdirs = [r["path"] for r in results if r["status"] == "dicomdir"]
     dicomdir_errors, referenced = _dicomdir_errors(root, dicomdirs, {r["path"] for r in results})
     errors.extend(dicomdir_errors)
-    manifest, build_errors = _build_manifest(records, str(root))
+    manifest, build_errors = _build_manifest(records, str(root), salt)
     errors.extend(build_errors)
     errors_frame = pd.DataFrame([{k: e[k] for k in ERROR_COLUMNS} for e in errors], columns=list(ERROR_COLUMNS))
     errors_frame = errors_frame.sort_values(["reason", "path"]).reset_index(drop=True)
