@@ -609,8 +609,11 @@ def _float_or_nan(value: Any) -> float:
 
 
 def _split_planar_views(by_series: dict[str, list[dict[str, Any]]], salt: str) -> dict[str, list[dict[str, Any]]]:
-    """Planar series holding several views (some vendors put a whole mammography exam in one series) become one group
-    per (view, laterality); each group's key is derived from the series key, so it stays stable and PHI-free."""
+    """Split planar series that hold several views into one group per (view, laterality).
+
+    Some vendors put a whole mammography exam in one series. Each group's key is derived from the series key, so it
+    stays stable and PHI-free.
+    """
     split: dict[str, list[dict[str, Any]]] = {}
     for key, instances in by_series.items():
         if instances[0]["Modality"] not in PLANAR_MODALITIES or len(instances) == 1:
