@@ -96,7 +96,7 @@ class PretrainConfig:
         accumulate: micro-batches per optimizer step (gradient accumulation).
         lr: peak learning rate.
         weight_decay: AdamW weight decay (not on biases, norms and temperatures).
-        optimizer: ``adamw`` or ``adam``.
+        optimizer: ``adamw``, ``adam`` or ``sgd`` (momentum 0.9).
         warmup_steps: linear warm-up steps.
         schedule: ``cosine`` (to ``min_lr_ratio * lr``) or ``constant`` after the warm-up.
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
@@ -269,7 +269,7 @@ class PretrainStep:
             0 if batch is None else min(self.method.batch_size_of(b) for b in _split_batch(batch, self.accumulate))
         )
         total = 0 if batch is None else self.method.batch_size_of(batch)
-        if not self.context.distributed:
+        if self.context.backend is None:
             return smallest >= 1 and total >= 2
         flags = torch.tensor([smallest, -total], device=self.context.device, dtype=torch.long)
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
@@ -380,7 +380,7 @@ class Pretraining:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.module = _MethodModule(self.method, self.model, self.loss)
         self.wrapped: nn.Module = self.module
-        if self.context.distributed:
+        if self.context.backend is not None:  # any process group, even of one rank: one code path
             ids = [self.context.device.index] if self.context.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         self.optimizer = self._build_optimizer()
@@ -442,8 +442,8 @@ class Pretraining:
             raise MethodConfigError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
         if cfg.amp not in ("auto", "bf16", "off"):
             raise MethodConfigError(f"amp must be 'auto', 'bf16' or 'off', got {cfg.amp!r}")
-        if cfg.optimizer not in ("adamw", "adam"):
-            raise MethodConfigError(f"optimizer must be 'adamw' or 'adam', got {cfg.optimizer!r}")
+        if cfg.optimizer not in ("adamw", "adam", "sgd"):
+            raise MethodConfigError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {cfg.optimizer!r}")
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp, device = self.config.amp, self.context.device
@@ -493,6 +493,8 @@ class Pretraining:
         groups = self.method.parameter_groups(self.model, self.loss, cfg.weight_decay)
         if cfg.optimizer == "adam":
             return torch.optim.Adam(groups, lr=cfg.lr)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""DDP: one step of two gloo processes (torchrun) equals the single-process step on the same global batch.
+
+The fast test runs the DDP code path (wrapper, no_sync accumulation, collective skip check, gathered random states)
+in one process with a one-rank gloo group; the slow one launches ``torchrun --nproc_per_node=2 -m medssl pretrain``.
+Both use a GroupNorm image tower (SegResNet's encoder) and a BERT without dropout: BatchNorm statistics and dropout
+masks are per rank by design (SyncBatchNorm is offered for GPUs), everything else must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from medssl.engines import CheckpointManager, Pretraining, read_metrics
+
+# SegResNet's encoder: GroupNorm throughout (MONAI's ResNet takes ``norm`` for its stem only)
+OPTIONS = {"image_backbone": "segresnet", "image_width": 0.5, "image_size": 32, "embed_dim": 8, "max_length": 32}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cxr(tmp_path_factory):
+    from medssl.data.layouts.mimic_cxr import mimic_cxr_datalist
+    from medssl.data.synth.cxr import generate
+    from medssl.engines import load_training_items
+    from medssl.networks.encoders import build_tiny_text_model
+
+    root = tmp_path_factory.mktemp("cxr")
+    generate(root, 12, seed=8, size=48, lateral=0.0, max_studies=1)
+    datalist, _ = mimic_cxr_datalist(
+        root,
+        root / "datalist.json",
+        frontal_only=True,
+        require_report=True,
+        resplit=True,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        salt="test-salt",
+    )
+    texts = [Path(item["report"]).read_text() for item in load_training_items(datalist)]
+    bert = build_tiny_text_model(texts, tmp_path_factory.mktemp("bert"), vocab_size=250, hidden_size=16, dropout=0.0)
+    return {"datalist": datalist, "bert": bert}
+
+
+def _settings(cxr, out, **overrides):
+    settings = dict(
+        method="convirt",
+        data=str(cxr["datalist"]),
+        out=str(out),
+        options={**OPTIONS, "text_model": str(cxr["bert"])},
+        batch_size=6,
+        max_steps=1,
+        lr=0.1,
+        optimizer="sgd",
+        progress=False,
+        tracking=["csv"],
+        export=False,
+        checkpoint_every=1,
+        seed=3,
+        device="cpu",
+    )
+    settings.update(overrides)
+    return settings
+
+
+def test_one_rank_process_group_takes_the_plain_step(cxr, tmp_path):
+    plain = Pretraining(_settings(cxr, tmp_path / "plain", max_steps=2, batch_size=3, accumulate=2))
+    plain.run()
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        wrapped = Pretraining(_settings(cxr, tmp_path / "ddp", max_steps=2, batch_size=3, accumulate=2))
+        wrapped.run()
+        assert isinstance(wrapped.wrapped, torch.nn.parallel.DistributedDataParallel)
+        assert dist.is_initialized()  # a group the run did not create is left alone
+    finally:
+        dist.destroy_process_group()
+    for name, value in plain.model.state_dict().items():
+        torch.testing.assert_close(wrapped.model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+    assert CheckpointManager(tmp_path / "ddp" / "checkpoints").load()["rng"][0]["torch"].dtype == torch.uint8
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_on_the_global_batch(cxr, tmp_path):
+    single = Pretraining(_settings(cxr, tmp_path / "single"))
+    single.run()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "medssl"]
+    command += ["pretrain", "--method", "convirt", "--data", str(cxr["datalist"]), "--out", str(tmp_path / "ddp")]
+    command += ["--text-model", str(cxr["bert"]), "--image-backbone", "segresnet", "--image-width", "0.5"]
+    command += ["--image-size", "32", "--embed-dim", "8", "--max-length", "32", "--batch-size", "3"]
+    command += ["--max-steps", "1", "--lr", "0.1", "--optimizer", "sgd", "--seed", "3", "--device", "cpu"]
+    command += ["--checkpoint-every", "1", "--tracking", "csv", "--no-progress", "--no-export"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = CheckpointManager(tmp_path / "ddp" / "checkpoints").load()
+    assert state["hyperparameters"]["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank random streams
+    reference = single.model.state_dict()
+    initial = Pretraining(_settings(cxr, tmp_path / "initial")).setup().model.state_dict()
+    for name, value in state["model"].items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert sum(not torch.equal(initial[k], reference[k]) for k in reference) > len(reference) // 2  # the step moved
+    loss_ddp = read_metrics(tmp_path / "ddp")["train/loss"][0][1]
+    loss_single = read_metrics(tmp_path / "single")["train/loss"][0][1]
+    assert loss_ddp == pytest.approx(loss_single, rel=1e-5)
