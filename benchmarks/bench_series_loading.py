@@ -15,7 +15,7 @@ RLE-compressed (decoded by pydicom's RLE plugin and by GDCM), and pydicom's real
 16x16x5). Methods run round-robin, ``--repeats`` times after a warm-up, and the median is reported with the ratio
 medssl / baseline measured in the same run (below 1: medssl is faster). ``--workers`` sets medssl's reading threads.
 
-    python benchmarks/bench_series_loading.py --repeats 15
+    python benchmarks/bench_series_loading.py --repeats 15 --shapes 512x512x40,128x128x200
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--slices", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--workers", type=int, default=None, help="medssl reading threads (default: up to 4)")
+    parser.add_argument(
+        "--shapes", default="", help="more uncompressed synthetic series, e.g. 512x512x40,128x128x200 (x, y, slices)"
+    )
     parser.add_argument("--quick", action="store_true", help="5 repeats")
     args = parser.parse_args(argv)
     if args.quick:
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
         series = {
             f"synthetic {args.size}x{args.size}x{args.slices}": make_series(Path(tmp) / "native", shape),
             f"synthetic {args.size}x{args.size}x{args.slices} RLE": make_series(Path(tmp) / "rle", shape, rle=True),
+            **{
+                f"synthetic {text}": make_series(Path(tmp) / text, tuple(int(v) for v in text.split("x")))
+                for text in filter(None, args.shapes.split(","))
+            },
             "pydicom CT5N 16x16x5 (real)": Path(get_testdata_file("MR_small.dcm")).parent
             / "dicomdirtests"
             / "98892001"

@@ -79,6 +79,7 @@ def test_series_to_nifti_with_ground_truth_affines(export: dict, tmp_path: Path,
     reasons = dict(zip(errors["series_key"], errors["reason"]))
     localizers = [k for k, s in export["series"].items() if not s["stackable"] and k in reasons]
     assert localizers and all(reasons[k] == "SeriesGeometryError" for k in localizers)
+    assert not any(str(export["root"]) in detail for detail in errors["detail"])  # paths relative to the export
     assert_no_phi(out, export["truth"])
 
 
@@ -128,6 +129,7 @@ def test_stack_per_study(export: dict, tmp_path: Path) -> None:
         sidecar = json.loads((out / record.sidecar).read_text())
         assert sidecar["channel_def"] == {"0": "T1C", "1": "T1", "2": "T2", "3": "FLAIR"}
         assert sidecar["presence"] == [1.0, 1.0, 1.0, 1.0] and sidecar["reference"] == "T1C"
+        assert sidecar["shape"] == list(image.shape)
         reference = export["series"][sidecar["sources"]["T1C"]]
         assert image.shape == (reference["columns"], reference["rows"], reference["n_slices"], 4)
         np.testing.assert_allclose(image.affine, LPS_TO_RAS @ np.asarray(reference["affine_lps"]), atol=1e-3)

@@ -15,6 +15,7 @@ import torch
 from monai.data import PydicomReader
 from monai.transforms import LoadImage
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, pixel_array
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EnhancedMRImageStorage
@@ -129,6 +130,17 @@ def test_truncated_file_raises_naming_it(pydicom_data_dir: Path) -> None:
     with pytest.raises(DicomReadError, match="MR_truncated.dcm.*truncated") as info:
         load_series(path)
     assert info.value.path == os.fspath(path)
+
+
+def test_transfer_syntax_without_decoder_raises(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    ds = build_dataset(np.zeros((8, 8), np.uint16), series_tags(rng), modality="MR")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.92"  # JPEG 2000 Part 2 multi-component: no pydicom plugin
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    path = write_dataset(ds, tmp_path / "j2k_part2.dcm")
+    with pytest.raises(DicomReadError, match="j2k_part2.dcm: cannot decode JPEG 2000 Part 2.*no pydicom decoder"):
+        load_series(path)
 
 
 def test_not_dicom_and_missing_files_raise(tmp_path: Path) -> None:

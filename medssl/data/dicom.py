@@ -41,7 +41,7 @@ from monai.utils import ensure_tuple
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
 from pydicom.tag import Tag
 
 from medssl.data.geometry import SeriesGeometry, series_geometry
@@ -464,12 +464,18 @@ class DicomSeriesReader(ImageReader):
             for i, frame in enumerate(series.frames):
                 volume[:, :, rank[i]] = self._modality(decoded[i], frame).T
         else:
+            rescale = self._shared_integer_rescale(series)
 
             def fill(i: int) -> None:
                 frame = series.frames[i]
-                volume[:, :, rank[i]] = self._modality(self._decode(frame), frame).T
+                stored = self._decode(frame)
+                volume[:, :, rank[i]] = (stored if rescale is not None else self._modality(stored, frame)).T
 
             _pmap(fill, list(range(n)), self.workers)
+            if rescale is not None and rescale != (1.0, 0.0):
+                # Exact in float32 (checked by _shared_integer_rescale), so equal to pydicom's float64 arithmetic.
+                volume *= rescale[0]
+                volume += rescale[1]
         array = volume[:, :, 0] if series.is_planar else volume
         return array, self._metadata(series, array.shape)
 
@@ -659,12 +665,7 @@ class DicomSeriesReader(ImageReader):
         try:
             return pixel_array(ds)
         except (NotImplementedError, RuntimeError, ImportError) as error:
-            syntax = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown transfer syntax")
-            raise DicomReadError(
-                f"cannot decode {syntax} pixel data ({error}); the JPEG/JPEG-LS/JPEG 2000 decoders come with "
-                "`pip install medssl[codecs]` (pylibjpeg)",
-                path,
-            ) from error
+            raise DicomReadError(_undecodable(ds, error), path) from error
         except Exception as error:  # ValueError for short pixel data, codec errors for damaged streams
             raise DicomReadError(f"pixel data is truncated or cannot be decoded: {error}", path) from error
 
@@ -673,6 +674,31 @@ class DicomSeriesReader(ImageReader):
         if array.ndim == 2:
             array = array[None]
         return array
+
+    def _shared_integer_rescale(self, series: DicomSeries) -> tuple[float, float] | None:
+        """The one rescale of a series when applying it to the whole float32 volume is exact, else None.
+
+        The common case (CT's 1 and -1024, MR's 1 and 0, the same on every slice, no LUT, no MONOCHROME1) lets each
+        slice be copied as stored integers, then rescaled once in place, instead of going through a float64 slice:
+        a quarter of the decoding time. Exact when slope and intercept are integers and every result fits in the
+        24-bit mantissa of float32; otherwise (fractional or per-slice rescale) each slice takes the general path.
+        """
+        if self.dtype != np.float32:
+            return None
+        first = series.frames[0]
+        rescale = first.rescale or (1.0, 0.0)
+        for frame in series.frames:
+            if frame.has_lut_sequence or (frame.rescale or (1.0, 0.0)) != rescale:
+                return None
+            if frame.pixels.photometric == "MONOCHROME1" and self.invert_monochrome1:
+                return None
+        slope, intercept = rescale
+        bits = max(f.pixels.bits_stored or f.pixels.bits_allocated for f in series.frames)
+        if not (slope.is_integer() and intercept.is_integer()) or bits > 16:
+            return None
+        if 2.0**bits * abs(slope) + abs(intercept) >= 2.0**24:
+            return None
+        return (float(slope), float(intercept))
 
     def _modality(self, stored: np.ndarray, frame: _Frame) -> np.ndarray:
         values = _apply_modality(stored, frame)
@@ -726,6 +752,23 @@ class DicomSeriesReader(ImageReader):
                 if value:
                     meta[f"{kind}_key"] = keyer(kind, value)
         return meta
+
+
+def _undecodable(ds: Dataset, error: BaseException) -> str:
+    """Why pydicom could not decode a file's pixel data, and what to do about it."""
+    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    syntax = getattr(uid, "name", "unknown transfer syntax")
+    try:
+        decoder = get_decoder(uid)
+    except (NotImplementedError, ValueError, TypeError):
+        return f"cannot decode {syntax} pixel data: no pydicom decoder exists for this transfer syntax"
+    if not decoder.is_available:
+        missing = "; ".join(f"{name}: {', '.join(deps)}" for name, deps in decoder.missing_dependencies.items())
+        return (
+            f"cannot decode {syntax} pixel data: its decoders are not installed ({missing}); "
+            "`pip install medssl[codecs]` installs pylibjpeg with its JPEG, JPEG-LS and JPEG 2000 plugins"
+        )
+    return f"cannot decode {syntax} pixel data: {error}"
 
 
 def _apply_modality(stored: np.ndarray, frame: _Frame) -> np.ndarray:

@@ -447,7 +447,12 @@ def _medssl_cause(error: BaseException) -> MedsslError | None:
 
 def _error_record(row: Mapping[str, Any], error: BaseException, series: bool) -> dict[str, Any]:
     reason = type(error).__name__
+    # Paths relative to the export root, as in the manifest: the absolute location of an export says nothing useful
+    # and may name a site or a person.
     detail = str(error)
+    root = str(row.get("root", "") or "")
+    if root:
+        detail = detail.replace(root.rstrip(os.sep) + os.sep, "")
     key = row.get("series_key") if series else row.get("study_key")
     logger.warning("%s %s: %s", key, reason, detail)
     return {
@@ -539,7 +544,7 @@ def _convert_one_study(
             "sources": {name: str(row["series_key"]) for name, row in chosen.items()},
             "alternatives": alternatives,
             "selection_rule": SELECTION_RULE,
-            "shape": list(image.shape),
+            "shape": [*image.shape[1:], image.shape[0]],
             "spacing": [float(v) for v in np.asarray(image.meta.get("spacing", []), dtype=float).tolist()],
             "affine_ras": np.asarray(image.affine, dtype=float).tolist(),
             "layout": "4D NIfTI (x, y, z, channel); channel i is channel_def[i]",
