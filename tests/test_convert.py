@@ -204,19 +204,21 @@ def planar_manifest(folder: Path) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def test_planar_series_written_as_plain_nifti_with_a_note(tmp_path: Path) -> None:
+def test_planar_series_written_display_ready(tmp_path: Path) -> None:
     result = convert_manifest(planar_manifest(tmp_path), tmp_path / "out")
     record = result.converted[0]
-    assert record["path"].endswith("_DX-PA.nii.gz")
-    assert nib.load(tmp_path / "out" / record["path"]).shape == (20, 30)
-    assert "not implemented yet" in json.loads((tmp_path / "out" / record["sidecar"]).read_text())["note"]
+    assert record["path"].endswith("_DX-PA.png")
+    assert "display-ready" in json.loads((tmp_path / "out" / record["sidecar"]).read_text())["png"]
+    nifti = convert_manifest(planar_manifest(tmp_path), tmp_path / "out_nifti", planar_format="nifti").converted[0]
+    assert nifti["path"].endswith("_DX-PA.nii.gz")
+    assert nib.load(tmp_path / "out_nifti" / nifti["path"]).shape == (20, 30)
 
 
 def test_exporters_are_looked_up_per_modality(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(EXPORTERS, "DX", "medssl.data.nifti.export_volume_nifti")  # route DX to another exporter
     result = convert_manifest(planar_manifest(tmp_path), tmp_path / "out")
     sidecar = json.loads((tmp_path / "out" / result.converted[0]["sidecar"]).read_text())
-    assert "note" not in sidecar  # the planar exporter's note is gone: the registry decided
+    assert "png" not in sidecar and result.converted[0]["path"].endswith(".nii.gz")  # the registry decided
 
 
 def test_nothing_written_exits_1(tmp_path: Path, capsys) -> None:
@@ -225,7 +227,7 @@ def test_nothing_written_exits_1(tmp_path: Path, capsys) -> None:
     path = write_manifest(manifest, tmp_path / "manifest.csv")
     assert main(["convert", str(path), "--out", str(tmp_path / "out")]) == 1
     errors = pd.read_csv(tmp_path / "out" / "convert_errors.csv")
-    assert errors["reason"].tolist() == ["DicomReadError"] and "absent.dcm" in errors["detail"].iloc[0]
+    assert errors["reason"].tolist() == ["InputFileError"] and "absent.dcm" in errors["detail"].iloc[0]
     assert "skipped 1 with errors" in capsys.readouterr().out
 
 

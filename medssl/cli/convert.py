@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a study lacking a stacked sequence: skip it and report (error, default) or stack a zero channel with "
         "presence 0 (zeros)",
     )
+    parser.add_argument(
+        "--planar-format",
+        choices=("png", "nifti"),
+        default="png",
+        help="planar images (MG, DX, CR) are written display-ready (modality LUT, VOI window, MONOCHROME1 inverted, "
+        "not flipped) as 16-bit PNG (default) or float NIfTI in [0, 1]",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes converting in parallel (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
 
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         missing=args.missing,
         workers=max(1, args.workers),
         overwrite=args.overwrite,
+        planar_format=args.planar_format,
     )
     print(f"medssl convert: {result.summary_line()}; outputs listed in {result.converted_path}")
     return 0 if result.converted else 1

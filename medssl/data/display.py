@@ -561,13 +561,68 @@ def export_planar_display(row: Mapping[str, Any], out_stem: str | os.PathLike) -
     return written
 
 
-def register_planar_exporter(modalities: Sequence[str] = ("MG", "DX", "CR")) -> None:
-    """Route ``medssl convert``'s planar series to :func:`export_planar_display` (16-bit PNG + sidecar).
+def export_planar_display_nifti(row: Mapping[str, Any], out_stem: str | os.PathLike) -> list[Path]:
+    """Write a manifest row's planar images display-ready as float NIfTI in [0, 1]: ``<out_stem>.nii.gz`` + sidecar.
+
+    Same display pipeline as :func:`export_planar_display` (modality LUT, VOI window, MONOCHROME1 inverted, no flip),
+    kept as floats; the 2D affine carries the pixel spacing (``(x, y)`` = (column, row), like MONAI's readers). A
+    series of several images writes ``<out_stem>_<i>.nii.gz``.
+
+    Args:
+        row: a manifest row.
+        out_stem: output path without extension.
+
+    Returns:
+        The files written (images, then the sidecar).
+    """
+    from medssl import __version__
+    from medssl.data.manifest import series_files
+    from medssl.data.nifti import write_nifti
+
+    out_stem = Path(out_stem)
+    files = series_files(row)
+    written: list[Path] = []
+    images: list[dict[str, Any]] = []
+    for index, path in enumerate(files):
+        image, info = display_image(path)
+        spacing = info.get("pixel_spacing") or [1.0, 1.0]  # (row, column) spacing in mm
+        affine = np.diag([float(spacing[1]), float(spacing[0]), 1.0, 1.0])
+        name = f"{out_stem.name}.nii.gz" if len(files) == 1 else f"{out_stem.name}_{index}.nii.gz"
+        written += write_nifti(image.T.astype(np.float32), out_stem.with_name(name), affine=affine, dtype="float32")
+        images.append({"file": name, **{k: _json_value(v) for k, v in info.items()}})
+    sidecar = {
+        "patient_key": row.get("patient_key"),
+        "study_key": row.get("study_key"),
+        "series_key": row.get("series_key"),
+        "view": str(row.get("view", "") or ""),
+        "laterality": str(row.get("laterality", "") or ""),
+        "display": "modality LUT, VOI window, MONOCHROME1 inverted, values in [0, 1], not flipped",
+        "images": images,
+        "medssl_version": __version__,
+    }
+    side = out_stem.with_name(out_stem.name + ".json")
+    side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return written + [side]
+
+
+#: ``medssl convert --planar-format`` to exporter (dotted names, resolved in worker processes).
+PLANAR_EXPORTERS = {
+    "png": "medssl.data.display.export_planar_display",
+    "nifti": "medssl.data.display.export_planar_display_nifti",
+}
+
+
+def register_planar_exporter(modalities: Sequence[str] = ("MG", "DX", "CR"), planar_format: str = "png") -> None:
+    """Route ``medssl convert``'s planar series of this process to a display-ready exporter.
+
+    ``medssl convert`` already uses the display-ready exporters by default (``--planar-format``); this is for code
+    that calls :func:`medssl.data.nifti.convert_manifest` with a changed registry.
 
     Args:
         modalities: the DICOM modalities to route.
+        planar_format: ``png`` (16-bit) or ``nifti`` (float).
     """
     from medssl.data.nifti import register_exporter
 
     for modality in modalities:
-        register_exporter(modality, "medssl.data.display.export_planar_display")
+        register_exporter(modality, PLANAR_EXPORTERS[planar_format])

@@ -9,9 +9,9 @@
   that fail are reported (errors CSV, log line with the key) and skipped.
 
 Series exporters are looked up per modality in :data:`EXPORTERS` (dotted names, so that worker processes resolve
-them too): volumes (MR, CT, PT ...) go to :func:`export_volume_nifti`, planar images (MG, DX, CR) for now to
-:func:`export_planar_nifti`, which writes plain NIfTI with a note. A display-ready planar exporter (16-bit PNG with
-windowing) registers itself with :func:`register_exporter` without changing the conversion loop.
+them too): volumes (MR, CT, PT ...) go to :func:`export_volume_nifti`, planar images (MG, DX, CR ...) display-ready
+(modality LUT, VOI window, MONOCHROME1 inverted, not flipped) to :mod:`medssl.data.display`'s 16-bit PNG or float
+NIfTI exporters (``planar_format``). :func:`register_exporter` routes a modality elsewhere.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ __all__ = [
     "register_exporter",
     "get_exporter",
     "export_volume_nifti",
-    "export_planar_nifti",
     "series_label",
     "select_series",
     "SELECTION_RULE",
@@ -273,7 +272,7 @@ def write_nifti(
 SeriesExporter = Callable[[Mapping[str, Any], Path], list[Path]]
 
 EXPORTERS: dict[str, str] = {
-    **{modality: "medssl.data.nifti.export_planar_nifti" for modality in PLANAR_MODALITIES},
+    **{modality: "medssl.data.display.export_planar_display" for modality in PLANAR_MODALITIES},
     "*": "medssl.data.nifti.export_volume_nifti",
 }
 
@@ -289,16 +288,18 @@ def register_exporter(modality: str, exporter: str) -> None:
     EXPORTERS[modality.upper()] = exporter
 
 
-def get_exporter(modality: str) -> SeriesExporter:
+def get_exporter(modality: str, exporters: Mapping[str, str] | None = None) -> SeriesExporter:
     """The exporter function of a modality.
 
     Args:
         modality: DICOM Modality.
+        exporters: the registry to look in (default :data:`EXPORTERS`); passed explicitly to worker processes.
 
     Returns:
         The function registered for it, else the default.
     """
-    name = EXPORTERS.get(str(modality).upper(), EXPORTERS["*"])
+    exporters = EXPORTERS if exporters is None else exporters
+    name = exporters.get(str(modality).upper(), exporters["*"])
     module, _, attribute = name.rpartition(".")
     return getattr(importlib.import_module(module), attribute)
 
@@ -359,27 +360,6 @@ def export_volume_nifti(row: Mapping[str, Any], out_stem: Path) -> list[Path]:
 
     image = load_series(series_files(row), sequence=str(row.get("sequence", "") or "") or None)
     sidecar = _row_sidecar(row, image)
-    return write_nifti(image, out_stem.with_name(out_stem.name + ".nii.gz"), sidecar=sidecar)
-
-
-def export_planar_nifti(row: Mapping[str, Any], out_stem: Path) -> list[Path]:
-    """Write a planar image (MG, DX, CR) as plain NIfTI with a note in the sidecar (placeholder exporter).
-
-    Args:
-        row: a manifest row.
-        out_stem: output path without extension.
-
-    Returns:
-        The files written.
-    """
-    from medssl.data.dicom import load_series
-
-    image = load_series(series_files(row))
-    sidecar = _row_sidecar(row, image)
-    sidecar["note"] = (
-        "planar image written as plain NIfTI: modality LUT applied and MONOCHROME1 inverted, but no VOI windowing "
-        "or display orientation; a display-ready planar export is not implemented yet"
-    )
     return write_nifti(image, out_stem.with_name(out_stem.name + ".nii.gz"), sidecar=sidecar)
 
 
@@ -481,16 +461,20 @@ def _converted_record(row: Mapping[str, Any], kind: str, label: str, written: li
     }
 
 
-def _convert_one_series(row: dict[str, Any], out_dir: str, overwrite: bool) -> dict[str, Any]:
+def _convert_one_series(
+    row: dict[str, Any], out_dir: str, overwrite: bool, exporters: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     out = Path(out_dir)
     label = series_label(row)
     stem = out / str(row["patient_key"]) / str(row["study_key"]) / f"{row['series_key']}_{label}"
-    target = stem.with_name(stem.name + ".nii.gz")
+    sidecar = stem.with_name(stem.name + ".json")  # every exporter writes one, whatever its image format
     try:
-        if target.exists() and not overwrite:
-            written = [p for p in (target, sidecar_path(target)) if p.exists()]
+        if sidecar.exists() and not overwrite:
+            # listed as the exporters list them: images first, the sidecar last
+            found = [p for p in stem.parent.glob(f"{stem.name}[._]*") if p != sidecar]
+            written = sorted(found) + [sidecar]
         else:
-            written = get_exporter(str(row.get("modality", "")))(row, stem)
+            written = get_exporter(str(row.get("modality", "")), exporters)(row, stem)
         return {"converted": _converted_record(row, "series", label, written, out)}
     except Exception as error:  # a batch job reports and goes on; unexpected tracebacks go to the debug log
         cause = _medssl_cause(error)
@@ -575,6 +559,7 @@ def convert_manifest(
     missing: str = "error",
     workers: int = 1,
     overwrite: bool = False,
+    planar_format: str = "png",
 ) -> ConvertResult:
     """Convert the series of a manifest to NIfTI, or stack each MR study's sequences into one NIfTI.
 
@@ -596,6 +581,8 @@ def convert_manifest(
         missing: ``error`` (skip the study) or ``zeros`` (zero channel, presence 0) for a missing sequence.
         workers: processes (1 runs in this process).
         overwrite: rewrite outputs that exist (else they are listed as they are).
+        planar_format: planar series (MG, DX, CR ...) written display-ready (modality LUT, VOI window, MONOCHROME1
+            inverted, not flipped) as 16-bit ``png`` or float ``nifti``.
 
     Returns:
         The outputs, the errors and the paths of the two CSV files.
@@ -616,8 +603,16 @@ def convert_manifest(
         for _, study in manifest[is_mr].groupby("study_key", sort=True):
             tasks.append((_convert_one_study, (_records(study), str(out), sequences, reference, missing, overwrite)))
     else:
+        from medssl.data.display import PLANAR_EXPORTERS
+
+        if planar_format not in PLANAR_EXPORTERS:
+            raise MedsslError(f"planar_format must be one of {sorted(PLANAR_EXPORTERS)}, got {planar_format!r}")
+        exporters = dict(EXPORTERS)
+        for modality in PLANAR_MODALITIES:
+            if exporters.get(modality) == "medssl.data.display.export_planar_display":  # not re-routed by the user
+                exporters[modality] = PLANAR_EXPORTERS[planar_format]
         for row in _records(manifest.sort_values(["patient_key", "study_key", "series_key"])):
-            tasks.append((_convert_one_series, (row, str(out), overwrite)))
+            tasks.append((_convert_one_series, (row, str(out), overwrite, exporters)))
 
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(
