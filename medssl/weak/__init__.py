@@ -10,7 +10,11 @@ The pieces, in the order data flows through them (see ``docs/weak_labels.md``):
   (:func:`lf_summary`);
 - :mod:`medssl.weak.aggregate`: :func:`majority_vote`, the :class:`DawidSkene` label model, optional Snorkel,
   the derived No Finding, and :func:`soft_targets` (U-Ones / U-Zeros / ignore) for training;
-- :mod:`medssl.weak.metrics`: precision / recall / F1 against gold labels.
+- :mod:`medssl.weak.metrics`: precision / recall / F1 against gold labels;
+- :mod:`medssl.weak.training`: the noise-aware loss (:class:`NoiseAwareBCELoss`), weak labels on datalist items
+  (:func:`attach_weak_labels`, :func:`write_weak_datalist`) and the weak-vs-gold comparison
+  (:func:`run_weak_comparison`, ``medssl weak-train``). It needs torch, so it is imported on first use of one of
+  its names: label-matrix workers import this package without torch.
 """
 
 from __future__ import annotations
@@ -43,6 +47,17 @@ from medssl.weak.matrix import LabelMatrix, from_chexpert, label_matrix, lf_summ
 from medssl.weak.metrics import label_metrics
 from medssl.weak.negex import ABSTAIN, NEGATIVE, POSITIVE, UNCERTAIN, Vote
 from medssl.weak.vocabulary import Vocabulary, default_vocabulary
+
+_TRAINING = (
+    "NoiseAwareBCELoss",
+    "WeakTrainingError",
+    "attach_weak_labels",
+    "write_weak_datalist",
+    "read_gold_labels",
+    "WeakTrainingConfig",
+    "WeakComparisonResult",
+    "run_weak_comparison",
+)
 
 __all__ = [
     "ABSTAIN",
@@ -77,4 +92,14 @@ __all__ = [
     "probs_from_chexpert",
     "soft_targets",
     "label_metrics",
+    *_TRAINING,
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The names of :mod:`medssl.weak.training`, imported lazily (it imports torch)."""
+    if name in _TRAINING:
+        from medssl.weak import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
