@@ -25,6 +25,9 @@ examples:
   medssl pretrain --method gloria --data cxr --out runs/gloria --text-model bert-dir --batch-size 16 --accumulate 4
   torchrun --nproc_per_node=4 -m medssl pretrain --method convirt --data cxr --out runs/ddp --text-model bert-dir
   medssl pretrain --method convirt --data cxr --out runs/convirt --text-model bert-dir --resume
+  medssl pretrain --method simclr --data cxr/datalist.json --out runs/simclr --option preset=cxr
+  medssl pretrain --method micle --data brats/datalist.json --out runs/micle --option spatial_dims=3 \
+      --option 'image_keys=["T1","T1C","T2","FLAIR"]' --option positives=study
   medssl pretrain --list-methods
 """
 
@@ -82,7 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="method name: convirt (default), gloria, or a registered " "image-only method (see --list-methods)",
     )
-    what.add_argument("--data", default=None, help="datalist JSON, or a folder holding datalist.json")
+    what.add_argument(
+        "--data",
+        default=None,
+        help="datalist JSON, or a folder holding datalist.json; image-only methods also take a manifest "
+        "(CSV/Parquet), a folder of images or a DICOM export",
+    )
     what.add_argument("--out", default=None, help="run folder: checkpoints, metrics, encoders")
     what.add_argument("--split", default=None, help="datalist split to train on (default: training)")
     what.add_argument(

@@ -128,6 +128,22 @@ class PretrainMethod:
         """Number of samples in a collated batch."""
         return int(batch["image"].shape[0])
 
+    def load_items(self, data: str | os.PathLike, split: str = "training") -> list[dict[str, Any]]:
+        """The training items of ``data`` (here: a datalist JSON or a folder holding ``datalist.json``).
+
+        Image-only methods also read manifests and folders of images (:meth:`medssl.ssl.SSLMethodBase.load_items`).
+        """
+        from medssl.engines.pretrain import load_training_items
+
+        return load_training_items(data, split)
+
+    def prepare_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The usable training items as the method trains on them (here: unchanged).
+
+        Image-only methods split exams into one item per image and list patient-aware positives here.
+        """
+        return items
+
     def export(self, model: nn.Module, loss: nn.Module, out_dir: Path) -> dict[str, str]:
         """Write the encoders to ``out_dir``; return ``{what: path}``."""
         raise NotImplementedError

@@ -85,7 +85,8 @@ class PretrainConfig:
 
     Attributes:
         method: registered method name (``convirt``, ``gloria``, and the image-only ones once registered).
-        data: datalist JSON, or a folder holding ``datalist.json``.
+        data: datalist JSON, or a folder holding ``datalist.json`` (image-only methods: also a manifest or a folder
+            of images, see the method's ``load_items``).
         out: the run folder (checkpoints, metrics, encoders).
         split: datalist split to train on.
         options: method options (see the method's ``defaults()``).
@@ -459,13 +460,14 @@ class Pretraining:
         from monai.transforms import Compose
 
         cfg = self.config
-        items = load_training_items(cfg.data, cfg.split)
+        items = self.method.load_items(cfg.data, cfg.split)
         required = self.method.required_keys
         usable = [item for item in items if all(item.get(k) not in (None, "") for k in required)]
         if len(usable) < len(items):
             logger.warning(
                 "%d of %d items lack %s and are left out", len(items) - len(usable), len(items), list(required)
             )
+        usable = self.method.prepare_items(usable)
         deterministic, random_part = self.method.transforms(train=True)
         if cfg.cache_rate > 0:
             base = CacheDataset(
