@@ -109,6 +109,23 @@ def _image_text_inputs(args: argparse.Namespace):
     return model, items, image_features, text_features, tokenizer, prep, device
 
 
+def _read_prompts(path: str) -> dict[str, Any]:
+    """The prompts JSON file, or a ZeroShotError naming the file and the problem."""
+    from pathlib import Path
+
+    from medssl.eval.zero_shot import ZeroShotError
+
+    try:
+        prompts = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ZeroShotError(f"cannot read the prompts file ({error.strerror or error})", path) from error
+    except json.JSONDecodeError as error:
+        raise ZeroShotError(f"not valid JSON ({error})", path) from error
+    if not isinstance(prompts, dict) or not prompts:
+        raise ZeroShotError("prompts must be a JSON object mapping class names to prompts", path)
+    return prompts
+
+
 def _device(name: str):
     from medssl.engines.distributed import resolve_device
 
@@ -130,14 +147,26 @@ def run(args: argparse.Namespace) -> int:
         if args.task == "zero-shot":
             from medssl.data.splits import patient_groups
             from medssl.eval.probe import item_labels
-            from medssl.eval.zero_shot import CHEXPERT_BINARY_PROMPTS, zero_shot_evaluation, zero_shot_scores
+            from medssl.eval.zero_shot import (
+                CHEXPERT_BINARY_PROMPTS,
+                ZeroShotError,
+                zero_shot_evaluation,
+                zero_shot_scores,
+            )
 
             prompts = (
-                json.loads(Path(args.prompts).read_text())
+                _read_prompts(args.prompts)
                 if args.prompts
                 else {k: v for k, v in CHEXPERT_BINARY_PROMPTS.items() if k in labels}
             )
+            if args.prompts and args.labels is None:
+                labels = list(prompts)
             names = [n for n in labels if n in prompts]
+            if not names:
+                raise ZeroShotError(
+                    f"no prompts for the labels {labels}; prompts exist for {sorted(prompts)} "
+                    "(give --prompts FILE.json for other classes)"
+                )
             prompts = {n: prompts[n] for n in names}
             probs, names = zero_shot_scores(
                 model, image_features, prompts, tokenizer, int(prep.get("max_length", 64)), args.mode, device

@@ -444,6 +444,10 @@ def encoder_from_export(
 
     path = Path(path)
     meta_path = path / "image.json" if path.is_dir() else path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise ProbeError(
+            "no image.json: not an exported image encoder (medssl pretrain writes OUT/encoders)", meta_path
+        )
     if pretrained:
         encoder = load_pretrained_image_encoder(path, region_layer=None)
     else:
