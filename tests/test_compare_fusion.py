@@ -161,6 +161,8 @@ def test_outputs_exist_with_documented_columns(mammo_run):
     assert config["versions"]["torch"] == torch.__version__
     models = pd.read_csv(out / "models.csv").set_index("strategy")
     assert models.loc["joint", "parameters"] > models.loc["single:CC", "parameters"] > 0  # two trunks vs one
+    # FLOPs of a complete exam (some exams lack a view): the CC baseline runs two of late fusion's four images
+    assert models.loc["single:CC", "flops"] == pytest.approx(models.loc["late", "flops"] / 2, rel=0.02)
 
 
 def test_folds_grouped_and_identical_for_every_strategy(mammo_run, brats_run):
@@ -383,12 +385,27 @@ def test_engine_learns_and_keeps_the_best_epoch(single_thread):
     )
     scores = [h["val_score"] for h in result.history]
     assert result.selection == "val_auroc" and result.best_score == max(scores)
-    assert result.best_epoch == 1 + int(np.argmax(scores))
+    tied = [h for h in result.history if h["val_score"] == max(scores)]  # ties go to the lower validation loss
+    assert result.best_epoch == min(tied, key=lambda h: h["val_loss"])["epoch"]
     test = engine.predict(model, _toy_items(24, 2), prepare)
     assert test.case_keys[0] == "cas-2-0" and auroc(test.labels, test.outputs) > 0.85
     # the weights left in the model are the chosen epoch's: validation again gives its score
     again = engine.predict(model, _toy_items(24, 1), prepare, loss_function=engine.FusionLoss())
     assert engine.selection_score(again)[0] == pytest.approx(result.best_score)
+
+
+def test_tied_validation_scores_keep_the_lowest_validation_loss(single_thread, monkeypatch):
+    from medssl.networks.fusion import build_fusion_model
+
+    monkeypatch.setattr(engine, "selection_score", lambda *a, **k: (1.0, "val_auroc"))  # saturated tiny split
+    torch.manual_seed(0)
+    model = build_fusion_model("early", ["A", "B"], 2, backbone="resnet10", width=0.125)
+    prepare = engine.FusionPrepareBatch(image_keys=["A", "B"], label_key="label")
+    result = engine.train_supervised(
+        model, _toy_items(16, 0), _toy_items(8, 1), prepare, engine.FusionLoss(), epochs=4, lr=3e-3, progress=False
+    )
+    losses = [h["val_loss"] for h in result.history]
+    assert result.best_epoch == 1 + int(np.argmin(losses))
 
 
 def test_prepare_batch_and_loss_plug_into_monai_trainer(single_thread):

@@ -1,7 +1,7 @@
 """``medssl compare-fusion SOURCE --out DIR``: cross-validated comparison of fusion strategies, with a report.
 
 A thin door onto :mod:`medssl.eval.compare` (the folds x strategies run) and :mod:`medssl.eval.report` (the
-tables, tests and figures); see ``docs/compare_fusion.md``.
+tables, tests and figures); see ``docs/fusion_comparison.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DESCRIPTION = (
     "SOURCE is a medssl datalist (all its splits are pooled; --splits to choose) or a data folder in a layout of "
     "`medssl datalist` (vindr-mammo and brats are detected; --layout otherwise). Small on a laptop CPU "
     "(--image-size 64x48 --backbone resnet10 --width 0.25 --threads 1), full size on a GPU (--image-size 512x384 "
-    "--backbone resnet18). See docs/compare_fusion.md."
+    "--backbone resnet18). See docs/fusion_comparison.md."
 )
 
 

@@ -14,8 +14,8 @@ command runs for every fold and strategy:
   on ``breast_logits`` (joint fusion with a breast head); Dice + BCE on the region channels for segmentation. Labels
   below 0 (unknown, ``-1`` in the datalists) are masked out;
 * :func:`train_supervised` trains with AdamW and a cosine schedule, evaluates on the validation data after every
-  epoch, keeps the weights of the best epoch (validation AUROC, or validation loss when the AUROC is undefined;
-  mean Dice for segmentation) and stops early after ``patience`` epochs without improvement. Model selection only
+  epoch, keeps the weights of the best epoch (validation AUROC, ties going to the lower validation loss; validation
+  loss when the AUROC is undefined; mean Dice for segmentation) and stops early after ``patience`` epochs without improvement. Model selection only
   ever sees the validation data it is given (:func:`selection_score` is the one place the choice is made);
 * :func:`predict` returns per-case outputs keyed by ``case_key`` and ``patient_key`` (no paths, no PHI).
 
@@ -526,6 +526,11 @@ def selection_score(
     return -float(predictions.loss), "val_loss"
 
 
+def _lower(loss: float, best_loss: float) -> bool:
+    """Whether ``loss`` is finite and below ``best_loss`` (any finite loss beats NaN)."""
+    return math.isfinite(loss) and (not math.isfinite(best_loss) or loss < best_loss)
+
+
 def _set_seed(seed: int) -> None:
     import random
 
@@ -596,6 +601,7 @@ def train_supervised(
     task = prepare_batch.task
     best_state: dict[str, torch.Tensor] | None = None
     best = TrainingResult(best_epoch=0, best_score=-math.inf, selection="", epochs_run=0)
+    best_loss = math.nan
     stale = 0
     prefix = f"{tag}/" if tag else ""
     for epoch in range(1, epochs + 1):
@@ -632,9 +638,15 @@ def train_supervised(
                 {f"{prefix}train_loss": record["train_loss"], f"{prefix}val_loss": val.loss, f"{prefix}{name}": score},
                 step=epoch,
             )
-        improved = math.isfinite(score) and (not math.isfinite(best.best_score) or score > best.best_score)
+        # ties (a small validation split often has AUROC 1.0 for several epochs) go to the lower validation loss
+        improved = math.isfinite(score) and (
+            not math.isfinite(best.best_score)
+            or score > best.best_score
+            or (score == best.best_score and _lower(val.loss, best_loss))
+        )
         if improved or best_state is None:
             best.best_epoch, best.best_score, best.selection = epoch, score, name
+            best_loss = val.loss
             best.val_predictions = val
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             stale = 0

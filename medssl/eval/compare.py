@@ -15,7 +15,7 @@ The items are decoded and preprocessed once for all folds and strategies (MONAI 
 deterministic transforms: loading, orientation, cropping, resizing, stacking, normalisation); random augmentation
 runs on top of the cache. Items that fail to load are reported (``problems.csv``) and left out of every fold.
 
-Outputs in ``out`` (see ``docs/compare_fusion.md``): ``predictions.csv``, ``results.csv``, ``pairwise.csv``,
+Outputs in ``out`` (see ``docs/fusion_comparison.md``): ``predictions.csv``, ``results.csv``, ``pairwise.csv``,
 ``report.md`` with PNG figures, ``splits.json``, ``config.json``, ``models.csv``, ``training.csv``,
 ``metrics.csv`` (training curves) and, on request, ``mlruns/`` (MLflow) and ``tensorboard/``.
 """
@@ -1081,9 +1081,7 @@ class FusionComparison:
                         strategy_options=cfg.strategy_options,
                     )
                     if spec.name not in model_rows:
-                        model_rows[spec.name] = self._profile(
-                            model, spec, cache, fold["test"][:1], prepare, profile_model
-                        )
+                        model_rows[spec.name] = self._profile(model, spec, cache, fold["test"], prepare, profile_model)
                     tag = f"fold{f}/{_metric_name(spec.name)}"
                     began = time.time()
                     result = train_supervised(
@@ -1187,7 +1185,9 @@ class FusionComparison:
         }
         if not indices:
             return row
-        batch = list_data_collate([cache[indices[0]]])
+        # FLOPs of a complete exam: networks skip absent views, so an exam with a missing view would count fewer
+        complete = [i for i in indices if "presence" not in cache[i] or bool(torch.as_tensor(cache[i]["presence"]).all())]
+        batch = list_data_collate([cache[(complete or list(indices))[0]]])
         inputs, _, args, _ = prepare(batch, "cpu")
         was_training = model.training
         model.eval()

@@ -5,7 +5,7 @@ and strategy, each case predicted by the model of the fold in which it was a tes
 function of that table, so a report can be rebuilt, or checked, from the CSV alone
 (``medssl compare-fusion --report-only OUT``).
 
-Conventions (see ``docs/compare_fusion.md``):
+Conventions (see ``docs/fusion_comparison.md``):
 
 * **Pooled out-of-fold estimates.** A metric's ``value`` is computed on the pooled test-fold predictions of all folds
   (every case once); ``fold_values`` are the same metric on each fold's test cases alone, ``fold_mean``/``fold_std``
