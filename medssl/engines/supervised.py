@@ -15,8 +15,9 @@ command runs for every fold and strategy:
   below 0 (unknown, ``-1`` in the datalists) are masked out;
 * :func:`train_supervised` trains with AdamW and a cosine schedule, evaluates on the validation data after every
   epoch, keeps the weights of the best epoch (validation AUROC, ties going to the lower validation loss; validation
-  loss when the AUROC is undefined; mean Dice for segmentation) and stops early after ``patience`` epochs without improvement. Model selection only
-  ever sees the validation data it is given (:func:`selection_score` is the one place the choice is made);
+  loss when the AUROC is undefined; mean Dice for segmentation) and stops early after ``patience`` epochs without
+  improvement. Model selection only ever sees the validation data it is given (:func:`selection_score` is the one
+  place the score is computed);
 * :func:`predict` returns per-case outputs keyed by ``case_key`` and ``patient_key`` (no paths, no PHI).
 
 Everything is built from plain arguments, so a bundle config can say

@@ -1186,7 +1186,7 @@ class FusionComparison:
         if not indices:
             return row
         # FLOPs of a complete exam: networks skip absent views, so an exam with a missing view would count fewer
-        complete = [i for i in indices if "presence" not in cache[i] or bool(torch.as_tensor(cache[i]["presence"]).all())]
+        complete = [i for i in indices if bool(torch.as_tensor(cache[i].get("presence", 1)).all())]
         batch = list_data_collate([cache[(complete or list(indices))[0]]])
         inputs, _, args, _ = prepare(batch, "cpu")
         was_training = model.training
