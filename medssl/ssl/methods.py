@@ -60,6 +60,7 @@ from medssl.ssl.pairs import FLAG_KEY, LEVELS, add_positive_candidates, image_it
 
 __all__ = [
     "POSITIVE_MODES",
+    "ssl_load_transforms",
     "LoadIfPathd",
     "LoadIfPathD",
     "LoadIfPathDict",
@@ -114,6 +115,69 @@ class LoadIfPathd(MapTransform):
 
 
 LoadIfPathD = LoadIfPathDict = LoadIfPathd
+
+
+def ssl_load_transforms(
+    preprocessing: Mapping[str, Any], key: str | None = None, final_size: int | None = None
+) -> list[Callable]:
+    """Deterministic loading of an image as a float32 tensor, by modality (training and evaluation share it).
+
+    * ``cxr``: :func:`medssl.engines.methods.image_load_transforms` (JPG/PNG/DICOM radiograph, fitted in a square);
+    * ``mammo``: load, orient the chest wall to the left, crop to the breast, fit in a square;
+    * ``mr``: load a NIfTI file or DICOM series, reorient (``orientation``, RAS by default, 3D), scale the
+      0.5-99.5 percentiles to [0, 1], fit in a square or cube.
+
+    Args:
+        preprocessing: an exported ``preprocessing`` (:meth:`SSLMethodBase.preprocessing`): ``image_key``,
+            ``load_size``, ``fit``, ``in_channels``, ``modality`` (default ``cxr``), ``spatial_dims``, ``orientation``.
+        key: the key to load (default: ``image_key``).
+        final_size: resize to this side at the end (evaluation: the encoder's ``image_size``).
+
+    Returns:
+        The transforms.
+    """
+    from monai.transforms import (
+        EnsureTyped,
+        Orientationd,
+        RepeatChanneld,
+        Resized,
+        ScaleIntensityRangePercentilesd,
+        SpatialPadd,
+    )
+
+    p = preprocessing
+    key = key or p.get("image_key", "image")
+    size, channels = int(p.get("load_size") or p.get("image_size", 224)), int(p.get("in_channels", 1))
+    modality, dims = p.get("modality", "cxr"), int(p.get("spatial_dims", 2))
+    if modality == "cxr":
+        steps = image_load_transforms(key, size, p.get("fit", "pad"), channels)
+    elif modality == "mammo":
+        from medssl.transforms.mammo import CropBreastd, LoadMammogramd, OrientBreastd, ResizeKeepAspectd
+
+        steps = [
+            LoadMammogramd(key),
+            OrientBreastd(key, target="left"),
+            CropBreastd(key),
+            ResizeKeepAspectd(key, spatial_size=(size, size)),
+        ]
+        if channels > 1:
+            steps.append(RepeatChanneld(key, repeats=channels))
+    else:
+        from medssl.transforms.dictionary import LoadVolumed
+
+        steps = [LoadVolumed(key, ensure_channel_first=True)]
+        if dims == 3 and p.get("orientation"):
+            steps.append(Orientationd(key, axcodes=p["orientation"]))
+        steps += [
+            ScaleIntensityRangePercentilesd(key, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True),
+            Resized(key, spatial_size=size, size_mode="longest", mode="area"),
+            SpatialPadd(key, spatial_size=(size,) * dims),
+        ]
+        if channels > 1:
+            steps.append(RepeatChanneld(key, repeats=channels))
+    if final_size is not None:
+        steps.append(Resized(key, spatial_size=(int(final_size),) * dims, mode="area"))
+    return [*steps, EnsureTyped(key, dtype=torch.float32, track_meta=False)]
 
 
 def _tensor(batch: Mapping[str, Any], key: str, device: torch.device) -> torch.Tensor:
@@ -200,53 +264,8 @@ class SSLMethodBase(ImageMethodBase):
         return prep
 
     def load_transforms(self, key: str | None = None) -> list[Callable]:
-        """Deterministic loading of ``key`` (default: the image key) at ``load_size``, as a float32 tensor.
-
-        * ``cxr``: :func:`medssl.engines.methods.image_load_transforms` (JPG/PNG/DICOM radiograph, fitted in a square);
-        * ``mammo``: load, orient the chest wall to the left, crop to the breast, fit in a square;
-        * ``mr``: load a NIfTI file or DICOM series, reorient (``orientation``, RAS by default), scale the
-          0.5-99.5 percentiles to [0, 1], fit in a cube.
-        """
-        from monai.transforms import (
-            EnsureTyped,
-            Orientationd,
-            RepeatChanneld,
-            Resized,
-            ScaleIntensityRangePercentilesd,
-            SpatialPadd,
-        )
-
-        p = self.preprocessing()
-        key = key or p["image_key"]
-        size, channels, modality = p["load_size"], p["in_channels"], p["modality"]
-        if modality == "cxr":
-            steps = image_load_transforms(key, size, p["fit"], channels)
-        elif modality == "mammo":
-            from medssl.transforms.mammo import CropBreastd, LoadMammogramd, OrientBreastd, ResizeKeepAspectd
-
-            steps = [
-                LoadMammogramd(key),
-                OrientBreastd(key, target="left"),
-                CropBreastd(key),
-                ResizeKeepAspectd(key, spatial_size=(size, size)),
-            ]
-            if channels > 1:
-                steps.append(RepeatChanneld(key, repeats=channels))
-        else:
-            from medssl.transforms.dictionary import LoadVolumed
-
-            dims = int(self.options["spatial_dims"])
-            steps = [LoadVolumed(key, ensure_channel_first=True)]
-            if dims == 3 and self.options["orientation"]:
-                steps.append(Orientationd(key, axcodes=self.options["orientation"]))
-            steps += [
-                ScaleIntensityRangePercentilesd(key, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True),
-                Resized(key, spatial_size=size, size_mode="longest", mode="area"),
-                SpatialPadd(key, spatial_size=(size,) * dims),
-            ]
-            if channels > 1:
-                steps.append(RepeatChanneld(key, repeats=channels))
-        return [*steps, EnsureTyped(key, dtype=torch.float32, track_meta=False)]
+        """Deterministic loading of ``key`` (default: the image key) at ``load_size`` (:func:`ssl_load_transforms`)."""
+        return ssl_load_transforms(self.preprocessing(), key)
 
     def load_items(self, data: str | os.PathLike, split: str = "training") -> list[dict[str, Any]]:
         """Training items from a datalist, a manifest, a folder of images or a DICOM export.
