@@ -305,12 +305,16 @@ def aggregate_word_pieces(
         num_words = int(word_index.max().item()) + 1 if word_index.numel() else 0
     num_words = max(int(num_words), 1)
     valid = (word_index >= 0) & (word_index < num_words)
-    # One flat slot per (caption, word): caption b's word w lands in row b * W + w.
-    rows = (torch.arange(batch, device=word_index.device).unsqueeze(1) * num_words + word_index)[valid]
-    pieces = token_features[valid]
-    words = token_features.new_zeros(batch * num_words, hidden).index_add(0, rows, pieces)
-    counts = torch.zeros(batch * num_words, device=token_features.device, dtype=token_features.dtype)
-    counts = counts.index_add(0, rows, torch.ones_like(rows, dtype=token_features.dtype))
+    # One flat slot per (caption, word): caption b's word w lands in row b * W + w; special and padding tokens land
+    # in one extra row that is dropped (no boolean gather: copying the pieces cost more than the sum itself).
+    slots = batch * num_words
+    rows = torch.arange(batch, device=word_index.device).unsqueeze(1) * num_words + word_index
+    rows = torch.where(valid, rows, slots).reshape(-1)
+    words = token_features.new_zeros(slots + 1, hidden)
+    words.index_add_(0, rows, token_features.reshape(-1, hidden))
+    counts = torch.zeros(slots + 1, device=token_features.device, dtype=token_features.dtype)
+    counts.index_add_(0, rows, torch.ones_like(rows, dtype=token_features.dtype))
+    words, counts = words[:slots], counts[:slots]
     if mode == "mean":
         words = words / counts.clamp_min(1).unsqueeze(1)
     return words.view(batch, num_words, hidden), (counts > 0).view(batch, num_words)
