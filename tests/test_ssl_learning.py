@@ -109,8 +109,8 @@ def test_label_efficiency_report_of_an_ssl_export(tmp_path):
 def test_short_simclr_pretraining_beats_random_init(tmp_path):
     """30 SimCLR steps on 128 unlabelled images; probes on 10 % and 100 % of the labels, 100 test images.
 
-    Measured (seed 0): kNN at 100 % 0.93 (0.87-0.97) vs 0.75 random init; linear probe at 10 % (13 labels)
-    0.85 vs 0.71. The assertions leave room for platform differences but not for chance: the pretrained kNN's lower
+    Measured on these images (docs/ssl.md): kNN at 100 % 0.93 (0.87-0.97) vs 0.75 random init; linear probe at
+    10 % (13 labels, another patient draw than this test's) 0.85 vs 0.71. The assertions leave room for platform differences but not for chance: the pretrained kNN's lower
     CI bound must clear the random-init estimate.
     """
     from medssl.ssl.evaluate import ssl_label_efficiency
