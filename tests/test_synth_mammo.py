@@ -141,7 +141,8 @@ def test_same_seed_same_data(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    assert main(["synth", "mammo", "--out", str(tmp_path / "cli"), "--n", "2", "--seed", "1", "--size", "64x48"]) == 0
+    argv = ["synth", "mammo", "--out", str(tmp_path / "cli"), "--n", "2", "--seed", "1", "--size", "64x48"]
+    assert main(argv + ["--lesion-scale", "3"]) == 0
     assert '"n_exams": 2' in capsys.readouterr().out
     assert (tmp_path / "cli" / "breast-level_annotations.csv").is_file()
     with pytest.raises(SystemExit):
@@ -161,3 +162,31 @@ def test_index_fills_view_and_laterality_of_every_image(data):
         image_id = Path(row.files[0]).stem
         assert (row.view, row.laterality) == expected[image_id]
         assert row.modality == "MG" and row.presentation_intent == "FOR PRESENTATION"
+
+
+def test_lesion_scale_multiplies_the_drawn_radius(tmp_path):
+    plans = {
+        scale: plan_breast(
+            np.random.default_rng(3),
+            malignant=1.0,
+            benign=0.0,
+            distractors=1.0,
+            contrast=0.3,
+            height=64,
+            lesion_scale=scale,
+        )
+        for scale in (1.0, 3.0)
+    }
+    assert len(plans[1.0].lesions) >= 2  # the malignant lesion and a distractor
+    for small, large in zip(plans[1.0].lesions, plans[3.0].lesions):
+        assert large.radius == pytest.approx(3.0 * small.radius) and large.depth == small.depth
+    boxes = {}
+    for scale in (1.0, 3.0):
+        generate(tmp_path / str(scale), 2, seed=1, size="64x48", malignant=1.0, missing=0.0, lesion_scale=scale)
+        findings = pd.read_csv(tmp_path / str(scale) / "finding_annotations.csv")
+        findings = findings[findings["finding_categories"] != "['No Finding']"]
+        boxes[scale] = ((findings["xmax"] - findings["xmin"]) * (findings["ymax"] - findings["ymin"])).to_numpy()
+    assert len(boxes[1.0]) == len(boxes[3.0]) > 0
+    assert np.median(boxes[3.0]) > 4.0 * np.median(boxes[1.0])  # ~9x the area, less where the box is clipped
+    with pytest.raises(ValueError, match="lesion_scale"):
+        generate(tmp_path / "bad", 1, seed=0, size="64x48", lesion_scale=0.0)

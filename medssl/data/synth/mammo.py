@@ -141,8 +141,15 @@ class BreastPlan:
         return self.outcome == "malignant"
 
 
-def _lesion(rng: np.random.Generator, kind: str, views: tuple[str, ...], height: int, contrast: float) -> Lesion:
-    scale = height / 256.0
+def _lesion(
+    rng: np.random.Generator,
+    kind: str,
+    views: tuple[str, ...],
+    height: int,
+    contrast: float,
+    lesion_scale: float = 1.0,
+) -> Lesion:
+    scale = height / 256.0 * lesion_scale
     radius = (rng.uniform(4.0, 7.5) if kind != "calcifications" else rng.uniform(3.5, 6.0)) * scale
     return Lesion(
         kind=kind,
@@ -164,6 +171,7 @@ def plan_breast(
     distractors: float,
     contrast: float,
     height: int,
+    lesion_scale: float = 1.0,
 ) -> BreastPlan:
     """Draw what a breast holds.
 
@@ -174,6 +182,8 @@ def plan_breast(
         distractors: probability of a one-view lookalike (a second one with half that probability).
         contrast: mean lesion contrast on the display scale.
         height: image rows (lesion sizes scale with it).
+        lesion_scale: factor on the radii of lesions and distractors (1: radius 1.5-3% of the image height), so
+            that small images (64x48) can keep lesions several pixels across.
 
     Returns:
         The plan: outcome, BI-RADS (malignant 4-5, benign 2-3, normal 1-2) and lesions.
@@ -182,17 +192,17 @@ def plan_breast(
     if draw < malignant:
         kind = "spiculated" if rng.uniform() < 0.6 else "calcifications"
         plan = BreastPlan("malignant", int(rng.choice([4, 5], p=[0.6, 0.4])))
-        plan.lesions.append(_lesion(rng, kind, _VIEWS, height, contrast))
+        plan.lesions.append(_lesion(rng, kind, _VIEWS, height, contrast, lesion_scale))
     elif draw < malignant + benign * (1.0 - malignant):
         plan = BreastPlan("benign", int(rng.choice([2, 3])))
-        plan.lesions.append(_lesion(rng, "round", _VIEWS, height, contrast))
+        plan.lesions.append(_lesion(rng, "round", _VIEWS, height, contrast, lesion_scale))
     else:
         plan = BreastPlan("normal", int(rng.choice([1, 2], p=[0.8, 0.2])))
     for probability in (distractors, distractors / 2):
         if rng.uniform() < probability:
             kind = "spiculated" if rng.uniform() < 0.6 else "calcifications"
             view = str(rng.choice(_VIEWS))
-            plan.lesions.append(_lesion(rng, kind, (view,), height, contrast))
+            plan.lesions.append(_lesion(rng, kind, (view,), height, contrast, lesion_scale))
     return plan
 
 
@@ -406,6 +416,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contrast", type=float, default=0.25, help="mean lesion contrast, display scale (default 0.25)"
     )
+    parser.add_argument(
+        "--lesion-scale",
+        type=float,
+        default=1.0,
+        help="factor on lesion and distractor radii (default 1: 1.5-3%% of the image height; 3-4 keeps lesions "
+        "several pixels across at 64x48)",
+    )
     parser.add_argument("--noise", type=float, default=0.015, help="quantum noise, display scale")
     parser.add_argument("--missing", type=float, default=0.1, help="share of exams lacking one view (default 0.1)")
     parser.add_argument(
@@ -436,6 +453,7 @@ def generate(
     benign: float = 0.15,
     distractors: float = 0.5,
     contrast: float = 0.25,
+    lesion_scale: float = 1.0,
     noise: float = 0.015,
     missing: float = 0.1,
     monochrome1: float = 0.25,
@@ -454,6 +472,7 @@ def generate(
         benign: probability that a breast without cancer has a benign mass.
         distractors: probability of a one-view lookalike per breast.
         contrast: mean lesion contrast on the display scale.
+        lesion_scale: factor on the radii of lesions and distractors (default 1: radius 1.5-3% of the height).
         noise: quantum noise on the display scale.
         missing: share of exams lacking one view.
         monochrome1: share of exams stored MONOCHROME1.
@@ -466,7 +485,7 @@ def generate(
         distractors and extra images, the CSV paths and the split sizes.
 
     Raises:
-        ValueError: bad size or fraction.
+        ValueError: bad size, fraction or lesion scale.
     """
     from medssl.data.splits import split_by_patient
 
@@ -474,6 +493,8 @@ def generate(
         raise ValueError(f"n must be at least 1, got {n}")
     for name, value in (("malignant", malignant), ("benign", benign), ("distractors", distractors)):
         _count(1, value, name)
+    if not lesion_scale > 0:
+        raise ValueError(f"lesion_scale must be positive, got {lesion_scale}")
     height, width = _parse_size(size)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -497,7 +518,13 @@ def generate(
         size_factor = float(rng.uniform(0.85, 1.1))
         breasts = {
             side: plan_breast(
-                rng, malignant=malignant, benign=benign, distractors=distractors, contrast=contrast, height=height
+                rng,
+                malignant=malignant,
+                benign=benign,
+                distractors=distractors,
+                contrast=contrast,
+                height=height,
+                lesion_scale=lesion_scale,
             )
             for side in ("L", "R")
         }
