@@ -15,7 +15,7 @@ from medssl.engines import MethodConfigError, available_methods, create_method
 from medssl.engines.pretrain import Pretraining
 from medssl.ssl import RandSSLAugment, RandSSLAugmentd, resolve_preset, ssl_augmentations
 from medssl.ssl.augment import SSL_PRESETS, AugmentConfigError
-from medssl.ssl.networks import Rearrange, patchify, rotate_batch
+from medssl.ssl.networks import patchify, rotate_batch
 
 SSL_METHODS = ("simclr", "micle", "simsiam", "byol", "mae", "rotation")
 TINY_CNN = {"image_backbone": "resnet10", "image_width": 0.125, "image_size": 16}
@@ -166,14 +166,6 @@ def test_patchify_follows_the_patch_grid_in_raster_order():
     assert patches[0, 0].tolist() == [0, 1, 4, 5] and patches[0, 1].tolist() == [2, 3, 6, 7]
     assert patches[0, 2].tolist() == [8, 9, 12, 13]
     assert patchify(torch.rand(2, 3, 4, 4, 4), 2).shape == (2, 8, 24)
-
-
-def test_rearrange_stand_in_matches_reshapes():
-    x = torch.rand(2, 5, 3 * 4 * 6)
-    qkv = Rearrange("b h (qkv l d) -> qkv b l h d", qkv=3, l=4)(x)
-    assert torch.equal(qkv, x.reshape(2, 5, 3, 4, 6).permute(2, 0, 3, 1, 4))
-    back = Rearrange("b l h d -> b h (l d)")(qkv[0])
-    assert torch.equal(back, x.reshape(2, 5, 3, 24)[:, :, 0])
 
 
 def test_rotation_labels_and_axial_plane():

@@ -39,8 +39,6 @@ from medssl.networks.encoders import ImageEncoder
 
 __all__ = [
     "SSLNetworkError",
-    "Rearrange",
-    "ensure_rearrange",
     "mlp_head",
     "SimCLRNet",
     "SimSiamNet",
@@ -352,90 +350,6 @@ class RotationNet(nn.Module):
 # ------------------------------------------------------------------------------------------------------------ MAE
 
 
-def _parse_axes(side: str) -> list[list[str]]:
-    groups: list[list[str]] = []
-    current: list[str] | None = None
-    for token in side.replace("(", " ( ").replace(")", " ) ").split():
-        if token == "(":
-            if current is not None:
-                raise SSLNetworkError(f"nested parentheses in {side!r}")
-            current = []
-        elif token == ")":
-            if current is None:
-                raise SSLNetworkError(f"unbalanced parentheses in {side!r}")
-            groups.append(current)
-            current = None
-        elif not token.isidentifier():
-            raise SSLNetworkError(f"unsupported axis {token!r} in {side!r} (named axes only)")
-        elif current is not None:
-            current.append(token)
-        else:
-            groups.append([token])
-    if current is not None:
-        raise SSLNetworkError(f"unbalanced parentheses in {side!r}")
-    return groups
-
-
-class Rearrange(nn.Module):
-    """A stand-in for ``einops.layers.torch.Rearrange`` restricted to named axes and one level of grouping.
-
-    MONAI's attention and patch-embedding blocks (hence ``ViT`` and ``MaskedAutoEncoderViT``) take ``Rearrange`` from
-    einops, an optional MONAI dependency. When einops is not installed, :func:`ensure_rearrange` puts this class in
-    its place, so the MAE works without it; with einops installed, einops is used and nothing is replaced.
-
-    Args:
-        pattern: ``"b h (l d) -> b l h d"``-style pattern (no ellipsis, no anonymous axes).
-        axes_lengths: lengths of axes that cannot be inferred.
-    """
-
-    def __init__(self, pattern: str, **axes_lengths: int) -> None:
-        super().__init__()
-        left, arrow, right = pattern.partition("->")
-        if not arrow:
-            raise SSLNetworkError(f"no '->' in the pattern {pattern!r}")
-        self.pattern = pattern
-        self.left, self.right = _parse_axes(left), _parse_axes(right)
-        names_left = [a for g in self.left for a in g]
-        names_right = [a for g in self.right for a in g]
-        if sorted(names_left) != sorted(names_right) or len(set(names_left)) != len(names_left):
-            raise SSLNetworkError(f"{pattern!r} is not a rearrangement of the same axes")
-        self.axes_lengths = {k: int(v) for k, v in axes_lengths.items()}
-        self.order = [names_left.index(a) for a in names_right]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rearrange ``x``."""
-        if x.dim() != len(self.left):
-            raise SSLNetworkError(f"{self.pattern!r} expects {len(self.left)} dimensions, got {x.dim()}")
-        sizes: dict[str, int] = {}
-        for group, size in zip(self.left, x.shape):
-            unknown = [a for a in group if a not in self.axes_lengths]
-            known = math.prod(self.axes_lengths[a] for a in group if a in self.axes_lengths)
-            if len(unknown) > 1 or (unknown and size % known) or (not unknown and known != size):
-                raise SSLNetworkError(f"cannot split an axis of size {size} into {group} in {self.pattern!r}")
-            for a in group:
-                sizes[a] = self.axes_lengths[a] if a in self.axes_lengths else size // known
-        flat = x.reshape([sizes[a] for g in self.left for a in g]).permute(self.order)
-        return flat.reshape([math.prod(sizes[a] for a in g) for g in self.right])
-
-
-def ensure_rearrange() -> bool:
-    """Give MONAI's ViT blocks :class:`Rearrange` when einops is not installed.
-
-    Returns:
-        True when einops is installed (nothing changed), False when the stand-in was put in place.
-    """
-    from monai.utils import optional_import
-
-    _, has_einops = optional_import("einops")
-    if has_einops:
-        return True
-    from monai.networks.blocks import crossattention, patchembedding, selfattention
-
-    for module in (selfattention, patchembedding, crossattention):
-        module.Rearrange = Rearrange
-    return False
-
-
 class ViTEncoder(ViT):
     """MONAI's ``ViT`` (no class token, no classifier) returning the mean of its output tokens: ``(B, hidden)``.
 
@@ -469,7 +383,6 @@ class ViTEncoder(ViT):
         pos_embed_type: str = "sincos",
         qkv_bias: bool = False,
     ) -> None:
-        ensure_rearrange()
         super().__init__(
             in_channels=in_channels,
             img_size=img_size,
@@ -529,7 +442,6 @@ def build_mae(
     """
     from monai.networks.nets import MaskedAutoEncoderViT
 
-    ensure_rearrange()
     size = _tuple(img_size, spatial_dims)
     patch = _tuple(patch_size, spatial_dims)
     if any(s % p for s, p in zip(size, patch)):
