@@ -13,11 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STAGES", "run_demo", "stage_pacs"]
+__all__ = ["STAGES", "run_demo", "stage_cxr", "stage_fusion", "stage_pacs"]
+
+
+SALT = "medssl-demo"  # the demo's data is synthetic; real exports take a secret --salt or $MEDSSL_SALT
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
+
+
+def _medssl(*args: Any) -> None:
+    """Run one ``medssl`` subcommand in this process, exactly as typed on a command line."""
+    from medssl.cli.main import main
+
+    argv = [str(a) for a in args]
+    _say("[cmd] medssl " + " ".join(argv))
+    code = main(argv)
+    if code:
+        raise RuntimeError(f"`medssl {' '.join(argv)}` failed with exit code {code}")
 
 
 def stage_pacs(out: Path, seed: int) -> dict[str, Any]:
@@ -32,7 +46,7 @@ def stage_pacs(out: Path, seed: int) -> dict[str, Any]:
     mr_dicom.generate(root, n=3, seed=seed, matrix=48)
     export = root / "export"
     _say(f"[pacs] synthesized a PACS export of 3 patients in {export}")
-    result = index_export(export, salt="medssl-demo")
+    result = index_export(export, salt=SALT)
     write_manifest(result.manifest, root / "manifest.csv")
     write_table(result.errors, root / "manifest_errors.csv")
     _say(f"[pacs] {result.summary_line()}")
@@ -42,7 +56,7 @@ def stage_pacs(out: Path, seed: int) -> dict[str, Any]:
     _say(f"[pacs] {len(items)} MR studies have all of {', '.join(sequences)}; {len(problems)} studies skipped")
     if not items:
         raise RuntimeError("the synthetic export yielded no complete MR study")
-    stack = mr_stack_transforms(sequences=sequences, reference="T1C", missing="error", salt="medssl-demo")
+    stack = mr_stack_transforms(sequences=sequences, reference="T1C", missing="error", salt=SALT)
     study = stack(items[0])
     image = study["image"]
     spacing = [round(float(v), 2) for v in image.pixdim]
@@ -58,8 +72,72 @@ def stage_pacs(out: Path, seed: int) -> dict[str, Any]:
     }
 
 
+def stage_fusion(out: Path, seed: int) -> dict[str, Any]:
+    """BraTS-layout MR studies -> early vs late fusion vs the best single sequence, cross-validated with CIs."""
+    import pandas as pd
+
+    from medssl.data.synth.brats import generate
+
+    root = out / "fusion"
+    generate(root / "brats", 48, seed, size=32, no_tumour=0.3)
+    _say(f"[fusion] synthesized 48 multi-sequence MR cases in the BraTS 2021 layout in {root / 'brats'}")
+    _medssl(
+        "compare-fusion", root / "brats", "--out", root / "compare", "--label", "tumour",
+        "--strategies", "early,late,single:FLAIR", "--folds", 3, "--epochs", 6, "--image-size", 16,
+        "--backbone", "resnet10", "--width", 0.25, "--n-boot", 500, "--seed", seed, "--threads", 1,
+        "--salt", SALT, "--no-progress",
+    )
+    results = pd.read_csv(root / "compare" / "results.csv")
+    auroc = results[results["metric"].str.lower() == "auroc"]
+    summary = {}
+    for row in auroc.itertuples():
+        summary[row.strategy] = [round(float(v), 3) for v in (row.value, row.ci_low, row.ci_high)]
+        _say(f"[fusion] {row.strategy:>12}: AUROC {row.value:.3f} (95% CI {row.ci_low:.3f}-{row.ci_high:.3f})")
+    _say(f"[fusion] DeLong tests, ROC curves, reliability diagrams: {root / 'compare' / 'report.md'}")
+    return {"auroc": summary}
+
+
+def stage_cxr(out: Path, seed: int) -> dict[str, Any]:
+    """Chest X-rays with reports (MIMIC-CXR-JPG layout) -> weak labels from the reports -> ConVIRT pretraining."""
+    import pandas as pd
+
+    from medssl.data.synth.cxr import generate
+    from medssl.engines import load_training_items
+    from medssl.networks.encoders import build_tiny_text_model
+
+    root = out / "cxr"
+    data = root / "mimic-cxr-jpg"
+    generate(data, 80, seed, size=64, lateral=0.0)
+    _say(f"[cxr] synthesized 80 patients' chest X-rays and reports in the MIMIC-CXR-JPG layout in {data}")
+    _medssl("datalist", "mimic-cxr", data, "--out", root / "datalist.json", "--seed", seed, "--salt", SALT)
+    _medssl(
+        "label-reports", data / "files", "--out", root / "weak" / "labels.csv",
+        "--gold", data / "mimic-cxr-2.0.0-chexpert.csv", "--jobs", 2,
+    )
+    metrics = pd.read_csv(root / "weak" / "metrics.csv")
+    positive = metrics[(metrics["label"] == "positive") & (metrics["support"] > 0)]
+    mean_f1 = float(positive["f1"].mean())
+    _say(f"[cxr] weak labels vs the generator's CheXpert labels: macro F1 (positive) {mean_f1:.3f}")
+    reports = [Path(item["report"]).read_text() for item in load_training_items(root / "datalist.json")]
+    bert = build_tiny_text_model(reports, root / "tiny-bert")
+    _say(f"[cxr] a 2-layer BERT with a WordPiece vocabulary trained offline on the reports: {bert}")
+    _medssl(
+        "pretrain", "--method", "convirt", "--data", root / "datalist.json", "--out", root / "convirt",
+        "--text-model", bert, "--image-backbone", "resnet18", "--image-width", 0.25, "--image-size", 64,
+        "--batch-size", 16, "--max-steps", 40, "--lr", "1e-3", "--seed", seed, "--checkpoint-every", 20, "--log-every", 5,
+        "--no-progress",
+    )
+    logged = pd.read_csv(root / "convirt" / "metrics.csv")
+    loss = logged.loc[logged["name"] == "train/loss", "value"].astype(float)
+    first, last = float(loss.iloc[0]), float(loss.iloc[-1])
+    _say(f"[cxr] ConVIRT loss {first:.3f} -> {last:.3f}; encoders exported to {root / 'convirt' / 'encoders'}")
+    return {"weak_label_mean_f1": round(mean_f1, 3), "convirt_loss_first": first, "convirt_loss_last": last}
+
+
 STAGES: dict[str, Callable[[Path, int], dict[str, Any]]] = {
     "pacs": stage_pacs,
+    "fusion": stage_fusion,
+    "cxr": stage_cxr,
 }
 
 

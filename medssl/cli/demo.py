@@ -9,11 +9,15 @@ __all__ = ["COMMAND", "HELP", "DESCRIPTION", "add_arguments", "run"]
 COMMAND = "demo"
 HELP = "run medssl end to end on generated data (what `make demo` runs)"
 DESCRIPTION = """Run every capability of medssl end to end on data it generates in the public layouts, on a CPU in
-minutes: a PACS export indexed and stacked into multi-sequence MR, and the later stages listed by --list.
+minutes (--list shows the stages):
+  pacs    a PACS-style MR export indexed, one study stacked as a named 4-channel tensor
+  fusion  BraTS-layout cases: early vs late fusion vs FLAIR alone, cross-validated, with CIs and DeLong tests
+  cxr     MIMIC-CXR-JPG images + reports: weak labels from the reports, a tiny offline BERT, ConVIRT pretraining
 
 examples:
   medssl demo --out demo_output
   medssl demo --out demo_output --stages pacs
+  medssl demo --out demo_output --stages cxr --seed 1
 """
 
 
