@@ -81,12 +81,14 @@ def stage_fusion(out: Path, seed: int) -> dict[str, Any]:
     root = out / "fusion"
     generate(root / "brats", 48, seed, size=32, no_tumour=0.3)
     _say(f"[fusion] synthesized 48 multi-sequence MR cases in the BraTS 2021 layout in {root / 'brats'}")
+    # fmt: off
     _medssl(
         "compare-fusion", root / "brats", "--out", root / "compare", "--label", "tumour",
         "--strategies", "early,late,single:FLAIR", "--folds", 3, "--epochs", 6, "--image-size", 16,
         "--backbone", "resnet10", "--width", 0.25, "--n-boot", 500, "--seed", seed, "--threads", 1,
         "--salt", SALT, "--no-progress",
     )
+    # fmt: on
     results = pd.read_csv(root / "compare" / "results.csv")
     auroc = results[results["metric"].str.lower() == "auroc"]
     summary = {}
@@ -110,10 +112,12 @@ def stage_cxr(out: Path, seed: int) -> dict[str, Any]:
     generate(data, 80, seed, size=64, lateral=0.0)
     _say(f"[cxr] synthesized 80 patients' chest X-rays and reports in the MIMIC-CXR-JPG layout in {data}")
     _medssl("datalist", "mimic-cxr", data, "--out", root / "datalist.json", "--seed", seed, "--salt", SALT)
+    # fmt: off
     _medssl(
         "label-reports", data / "files", "--out", root / "weak" / "labels.csv",
         "--gold", data / "mimic-cxr-2.0.0-chexpert.csv", "--jobs", 2,
     )
+    # fmt: on
     metrics = pd.read_csv(root / "weak" / "metrics.csv")
     positive = metrics[(metrics["label"] == "positive") & (metrics["support"] > 0)]
     mean_f1 = float(positive["f1"].mean())
@@ -121,12 +125,14 @@ def stage_cxr(out: Path, seed: int) -> dict[str, Any]:
     reports = [Path(item["report"]).read_text() for item in load_training_items(root / "datalist.json")]
     bert = build_tiny_text_model(reports, root / "tiny-bert")
     _say(f"[cxr] a 2-layer BERT with a WordPiece vocabulary trained offline on the reports: {bert}")
+    # fmt: off
     _medssl(
         "pretrain", "--method", "convirt", "--data", root / "datalist.json", "--out", root / "convirt",
         "--text-model", bert, "--image-backbone", "resnet18", "--image-width", 0.25, "--image-size", 64,
-        "--batch-size", 16, "--max-steps", 40, "--lr", "1e-3", "--seed", seed, "--checkpoint-every", 20, "--log-every", 5,
-        "--no-progress",
+        "--batch-size", 16, "--max-steps", 40, "--lr", "1e-3", "--seed", seed, "--checkpoint-every", 20,
+        "--log-every", 5, "--no-progress",
     )
+    # fmt: on
     logged = pd.read_csv(root / "convirt" / "metrics.csv")
     loss = logged.loc[logged["name"] == "train/loss", "value"].astype(float)
     first, last = float(loss.iloc[0]), float(loss.iloc[-1])
