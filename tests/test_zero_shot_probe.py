@@ -362,7 +362,12 @@ def test_evaluate_cli_help_and_bad_input(cxr, exported, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_pretraining_makes_own_report_retrieval_better_than_chance_and_untrained(tmp_path):
-    """The learning test: a short GLoRIA run on synthetic chest X-rays and reports (tiny ResNet, tiny BERT)."""
+    """The learning test: a short ConVIRT run on synthetic chest X-rays and reports (tiny ResNet, tiny BERT).
+
+    Measured (shared 2-core CPU, about 1 CPU-minute, 11 min wall on the busy machine): over 132 pairs, image ->
+    report Recall@10 0.07 before and 0.28 (95% CI 0.21-0.35) after 100 steps; mean rank of the own report 67 -> 29
+    (chance 66.5).
+    """
     from medssl.data.layouts.mimic_cxr import mimic_cxr_datalist
     from medssl.data.synth.cxr import generate
     from medssl.engines import Pretraining, load_training_items
@@ -383,6 +388,7 @@ def test_pretraining_makes_own_report_retrieval_better_than_chance_and_untrained
         "embed_dim": 32,
         "max_length": 64,
         "max_words": 50,
+        "text_sampling": "words",  # the report's sentences up to 50 words: its own report is identifiable
         "trainable_layers": None,
         "blur_prob": 0.0,
         "crop_scale": [0.8, 1.0],
@@ -392,13 +398,13 @@ def test_pretraining_makes_own_report_retrieval_better_than_chance_and_untrained
         "contrast": 0.2,
     }
     run = Pretraining(
-        method="gloria",
+        method="convirt",
         data=str(datalist),
         out=str(tmp_path / "run"),
         options=options,
-        batch_size=16,
+        batch_size=32,
         max_steps=100,
-        lr=1e-3,
+        lr=2e-3,
         warmup_steps=5,
         checkpoint_every=0,
         progress=False,
@@ -407,14 +413,17 @@ def test_pretraining_makes_own_report_retrieval_better_than_chance_and_untrained
         seed=0,
     ).setup()
 
-    def mean_rank() -> tuple[float, int]:
+    def retrieval():
         images, texts, index = embed_pairs(run.model, items, str(bert), run.method.preprocessing(), batch_size=64)
-        estimates = retrieval_evaluation(run.model, images, texts, ks=(10,), n_boot=10)
-        return (estimates["i2t_mean_rank"].value + estimates["t2i_mean_rank"].value) / 2, len(index)
+        return retrieval_evaluation(run.model, images, texts, ks=(10,), n_boot=200), len(index)
 
-    untrained, n = mean_rank()
+    before, n = retrieval()
     run.run()
-    trained, _ = mean_rank()
-    chance = (n + 1) / 2
-    assert untrained > 0.85 * chance  # an untrained model ranks an image's own report at random
-    assert trained < 0.75 * chance and trained < untrained - 0.15 * chance, (untrained, trained, chance)
+    after, _ = retrieval()
+    chance_rank, chance_recall = (n + 1) / 2, 10 / n
+    for direction in ("i2t", "t2i"):
+        untrained, trained = before[f"{direction}_mean_rank"], after[f"{direction}_mean_rank"]
+        assert untrained.ci_low < chance_rank < untrained.ci_high  # an untrained model ranks at random
+        # far from chance and from the untrained model: the 95% CIs (over queries) do not come near
+        assert trained.ci_high < 0.65 * chance_rank and trained.ci_high < untrained.ci_low, (untrained, trained)
+        assert after[f"{direction}_recall@10"].ci_low > 2 * chance_recall, after[f"{direction}_recall@10"]
