@@ -126,6 +126,14 @@ def _read_prompts(path: str) -> dict[str, Any]:
     return prompts
 
 
+def _model_name(path: str) -> str:
+    """A readable name of the model folder: the run's name for ``RUN/encoders``."""
+    from pathlib import Path
+
+    p = Path(path).resolve()
+    return p.parent.name if p.name in ("encoders", "image.pt", "image.json") else p.name
+
+
 def _device(name: str):
     from medssl.engines.distributed import resolve_device
 
@@ -173,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             )
             y = item_labels(items, names)
             estimates = zero_shot_evaluation(probs, y, names, patient_groups(items), args.n_boot, args.seed)
-            rows = estimates_table(estimates, model=Path(args.model).name)
+            rows = estimates_table(estimates, model=_model_name(args.model))
             rows += [
                 {
                     "model": "chance",
@@ -197,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             estimates = retrieval_evaluation(
                 model, image_features, text_features, args.ks, relevance, args.mode, args.n_boot, args.seed, device
             )
-            rows = estimates_table(estimates, model=Path(args.model).name)
+            rows = estimates_table(estimates, model=_model_name(args.model))
             n = len(items)
             for k in args.ks:
                 if k <= n:
@@ -213,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                                 "n_boot_used": 0,
                             }
                         )
-        _write_table(rows, out, args.task, f"{args.task}: {Path(args.model).name} on {args.split}")
+        _write_table(rows, out, args.task, f"{args.task}: {_model_name(args.model)} on {args.split}")
         for row in rows:
             if row["metric"] in ("auroc/macro", "i2t_recall@1", "i2t_recall@5", "t2i_recall@1"):
                 print(f"{row['model']}: {row['metric']} = {row['value']:.3f}")
@@ -243,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         finetune_epochs=args.epochs,
         finetune_lr=args.lr,
     )
-    paths = write_label_efficiency_report(rows, out, title=f"{args.task}: {model_path.name}")
+    paths = write_label_efficiency_report(rows, out, title=f"{args.task}: {_model_name(args.model)}")
     for row in rows:
         if row["metric"] in ("auroc/macro", "auroc_gain/macro"):
             what = "macro AUROC" if row["metric"] == "auroc/macro" else "macro AUROC gain"
