@@ -29,7 +29,7 @@ from medssl.bundle.cxr import (
 REPO = Path(__file__).resolve().parents[1]
 CLASSIFICATION = REPO / "bundles" / "cxr_classification"
 PRETRAINING = [REPO / "bundles" / "cxr_convirt_pretraining", REPO / "bundles" / "cxr_gloria_pretraining"]
-SMALL = {"backbone": "resnet10", "width": 0.125, "image_size": 32, "num_workers": 0, "batch_size": 4}
+SMALL = {"backbone": "resnet10", "width": 0.125, "image_size": 32, "num_workers": 0, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_one_training_step_on_weak_labels(tmp_path: Path, dataset: Path):
     )
     batch = next(iter(parser.get_parsed_content("train#dataloader")))
     image, targets, args, kwargs = parser.get_parsed_content("prepare_batch")(batch, torch.device("cpu"))
-    assert image.shape == (4, 1, 32, 32) and targets["target"].shape == targets["weight"].shape == (4, 2)
+    assert image.shape == (8, 1, 32, 32) and targets["target"].shape == targets["weight"].shape == (8, 2)
     network = parser.get_parsed_content("network")
     loss = parser.get_parsed_content("loss")(network(image, *args, **kwargs), targets)
     loss.backward()
