@@ -585,7 +585,9 @@ def load_checkpoint(network: Any, path: str | os.PathLike, key: str = "model") -
     return network
 
 
-def checkpoint_changed(bundle: str | os.PathLike, overrides: Mapping[str, Any], path: str | os.PathLike) -> bool:
+def checkpoint_changed(
+    bundle: str | os.PathLike, overrides: Mapping[str, Any], path: str | os.PathLike, workflow: str = "train"
+) -> bool:
     """Whether a checkpoint's parameters differ from the seeded initial ones (i.e. training changed them).
 
     The workflows seed with ``set_determinism(seed=@seed)`` in ``initialize`` and build the network before anything
@@ -596,13 +598,14 @@ def checkpoint_changed(bundle: str | os.PathLike, overrides: Mapping[str, Any], 
         bundle: the bundle folder.
         overrides: the overrides of the training run.
         path: the checkpoint.
+        workflow: the workflow that wrote it (whose config the overrides apply to).
 
     Returns:
         True when at least one parameter differs.
     """
     import torch
 
-    network = build_network(bundle, overrides)
+    network = build_network(bundle, overrides, workflow)
     initial = network.state_dict()
     trained = torch.load(path, map_location="cpu", weights_only=True)
     trained = trained.get("model", trained)
