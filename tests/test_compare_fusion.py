@@ -442,3 +442,36 @@ def test_a_strategy_with_signal_beats_chance(tmp_path, single_thread):
     )
     row = result.results.set_index("metric").loc["auroc"]
     assert row["ci_low"] > 0.5 and row["value"] > 0.65
+
+
+@pytest.mark.slow
+def test_joint_fusion_beats_chance_on_synthetic_mammograms(tmp_path, single_thread):
+    """Four-view synthetic mammograms, lesions enlarged for 64x48 (``lesion_scale=4``): joint fusion's pooled AUROC
+    CI excludes 0.5 (measured 0.700, CI 0.623-0.764, in docs/fusion_comparison.md).
+
+    Only this is asserted: joint fusion beating the single-view baselines did not hold with a significant DeLong test
+    in any measured CPU-sized run (best: joint 0.700 vs single:CC 0.680, p 0.65), so it is not asserted.
+    """
+    from medssl.data.synth.mammo import generate
+
+    generate(
+        tmp_path / "data",
+        200,
+        0,
+        size="64x48",
+        malignant=0.3,
+        contrast=0.5,
+        lesion_scale=4.0,
+        distractors=1.0,
+        missing=0.05,
+    )
+    options = dict(TINY, width=0.25, epochs=15, folds=3, batch_size=16, lr=3e-3, n_boot=1000, image_size=[64, 48])
+    result = compare.compare_fusion(
+        source=str(tmp_path / "data"),
+        out=str(tmp_path / "out"),
+        strategies=["joint"],
+        strategy_options={"joint": {"share": "all"}},
+        **options,
+    )
+    row = result.results.set_index(["strategy", "metric"]).loc[("joint", "auroc")]
+    assert row["ci_low"] > 0.5 and row["value"] > 0.6
