@@ -139,15 +139,17 @@ def test_workflows_share_network_and_preprocessing(bundle: Path):
         assert len(set(values)) == 1, f"{key} differs between train, evaluate and inference"
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
     inputs = metadata["network_data_format"]["inputs"]
-    names = configs["train"]["network_def"]["view_names"]
-    names = configs["train"][names[1:]] if isinstance(names, str) else names
-    if "image" in inputs:  # channel-stacked input: channels named in the network's order
-        assert list(inputs["image"]["channel_def"].values()) == names
-    else:  # view-keyed input: one input per view
-        assert [k for k in inputs if k != "presence"] == names
+    names = configs["train"]["network_def"].get("view_names")
+    if names is not None:  # fusion networks: inputs named like the network's views or channels
+        names = configs["train"][names[1:]] if isinstance(names, str) else names
+        if "image" in inputs:  # channel-stacked input: channels named in the network's order
+            assert list(inputs["image"]["channel_def"].values()) == names
+        else:  # view-keyed input: one input per view
+            assert [k for k in inputs if k != "presence"] == names
     multi = harness.read_config(bundle, "multi_gpu_train")
-    assert multi["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
-    assert multi["train"]["dataloader"]["sampler"] == "@train#sampler"
+    if "network" in multi:  # supervised bundles wrap the network in DDP; the pretraining engine wraps its own
+        assert multi["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+        assert multi["train"]["dataloader"]["sampler"] == "@train#sampler"
 
 
 # ------------------------------------------------------------------------------------------------------- runs
