@@ -429,7 +429,6 @@ def test_prepare_batch_and_loss_plug_into_monai_trainer(single_thread):
     assert trainer.state.iteration == 2 and np.isfinite(float(trainer.state.output["loss"].detach()))
 
 
-@pytest.mark.slow
 def test_a_strategy_with_signal_beats_chance(tmp_path, single_thread):
     """BraTS high grade from FLAIR (the whole lesion) at 16^3: the pooled AUROC's patient-bootstrap CI excludes 0.5
     (measured 0.78, CI 0.65-0.90 in docs/fusion_comparison.md)."""

@@ -1,7 +1,7 @@
 """DDP: one step of two gloo processes (torchrun) equals the single-process step on the same global batch.
 
 The fast test runs the DDP code path (wrapper, no_sync accumulation, collective skip check, gathered random states)
-in one process with a one-rank gloo group; the slow one launches ``torchrun --nproc_per_node=2 -m medssl pretrain``.
+in one process with a one-rank gloo group; the other launches ``torchrun --nproc_per_node=2 -m medssl pretrain``.
 Both use a GroupNorm image tower (SegResNet's encoder) and a BERT without dropout: BatchNorm statistics and dropout
 masks are per rank by design (SyncBatchNorm is offered for GPUs), everything else must agree.
 """
@@ -92,7 +92,6 @@ def test_one_rank_process_group_takes_the_plain_step(cxr, tmp_path):
     assert CheckpointManager(tmp_path / "ddp" / "checkpoints").load()["rng"][0]["torch"].dtype == torch.uint8
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_on_the_global_batch(cxr, tmp_path):
     single = Pretraining(_settings(cxr, tmp_path / "single"))
     single.run()

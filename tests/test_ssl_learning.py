@@ -105,7 +105,6 @@ def test_label_efficiency_report_of_an_ssl_export(tmp_path):
     assert paths["plot"].is_file() and "random-init" in paths["markdown"].read_text()
 
 
-@pytest.mark.slow
 def test_short_simclr_pretraining_beats_random_init(tmp_path):
     """30 SimCLR steps on 128 unlabelled images; probes on 10 % and 100 % of the labels, 100 test images.
 

@@ -275,7 +275,6 @@ def test_weak_label_classifier_learns_what_the_images_show(synthetic_cxr, tmp_pa
     assert "Cardiomegaly" in report and "patient-level bootstrap" in report
 
 
-@pytest.mark.slow
 def test_full_comparison_weak_beats_gold_subset(synthetic_cxr, tmp_path, monkeypatch):
     """Every model, pretraining included; weak labels on every image beat gold labels on 10% of the patients."""
     from medssl.weak.training import run_weak_comparison
