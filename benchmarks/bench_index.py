@@ -28,8 +28,14 @@ def make_export(root: Path, n_files: int, slices_per_series: int = 40, size: int
     series = 0
     while len(written) < n_files:
         n = min(slices_per_series, n_files - len(written))
-        tags = {"PatientID": f"P{series // 4}", "PatientName": "Bench^Patient", "StudyInstanceUID": new_uid(rng),
-                "SeriesInstanceUID": new_uid(rng), "SeriesDescription": "t2_tse_tra", "StudyDate": "20240101"}
+        tags = {
+            "PatientID": f"P{series // 4}",
+            "PatientName": "Bench^Patient",
+            "StudyInstanceUID": new_uid(rng),
+            "SeriesInstanceUID": new_uid(rng),
+            "SeriesDescription": "t2_tse_tra",
+            "StudyDate": "20240101",
+        }
         volume = rng.integers(0, 1000, size=(size, size, n)).astype(float)
         names = [root / f"s{series:04d}" / f"{rng.integers(1e12):x}" for _ in range(n)]
         written += write_series(volume, names, spacing=(0.5, 0.5, 3.0), tags=tags, rng=rng)
@@ -75,8 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
                 timings[f"medssl index, {workers} worker(s)"].append(time.perf_counter() - start)
                 assert result.summary["n_series"] == n_plain
     baseline = statistics.median(timings["plain pydicom loop (1 process)"])
-    print(f"index throughput on {len(files)} files ({os.cpu_count()} CPUs visible, {args.workers} workers), "
-          f"median of {args.repeats}")
+    print(
+        f"index throughput on {len(files)} files ({os.cpu_count()} CPUs visible, {args.workers} workers), "
+        f"median of {args.repeats}"
+    )
     print(f"{'method':<36} {'seconds':>8} {'files/s':>9} {'vs loop':>8}")
     rows = {}
     for name, values in timings.items():

@@ -33,7 +33,8 @@ def main() -> int:
         text = completed.stdout + (completed.stderr if completed.returncode else "")
         (out / f"{script.stem}.txt").write_text(text)
         print(text.rstrip())
-        print(f"-- {script.stem}: {'ok' if completed.returncode == 0 else 'FAILED'} in {time.perf_counter() - started:.0f} s")
+        status = "ok" if completed.returncode == 0 else "FAILED"
+        print(f"-- {script.stem}: {status} in {time.perf_counter() - started:.0f} s")
         if completed.returncode:
             failed.append(script.stem)
     if failed:

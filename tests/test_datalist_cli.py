@@ -25,8 +25,23 @@ def test_official_split_is_kept_unless_resplit(cxr_root, tmp_path):
     assert {item["official_split"] for item in data["test"]} == {"test"}
     assert len({i["patient_key"] for i in data["test"]}) == len(test_subjects)
     assert all(item["official_split"] != "test" for item in data["training"] + data["validation"])
-    assert main(["datalist", "mimic-cxr", str(cxr_root), "--out", str(tmp_path / "b.json"), "--resplit", "--salt", "s",
-                 "--test", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "datalist",
+                "mimic-cxr",
+                str(cxr_root),
+                "--out",
+                str(tmp_path / "b.json"),
+                "--resplit",
+                "--salt",
+                "s",
+                "--test",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     resplit = json.loads((tmp_path / "b.json").read_text())
     assert "official" not in resplit["split"]
     assert {i["case_key"] for i in resplit["test"]} != {i["case_key"] for i in data["test"]}

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -19,12 +18,27 @@ KEYER = Keyer("s", warn=False)
 def _manifest(n=2) -> pd.DataFrame:
     rows = []
     for i in range(n):
-        rows.append({
-            "patient_key": KEYER.patient(f"p{i}"), "study_key": KEYER.study(f"s{i}"), "series_key": KEYER.series(f"x{i}"),
-            "modality": "MR", "sequence": "T1", "view": "", "laterality": "", "n_instances": 2, "rows": 4, "columns": 5,
-            "spacing": [1.0, 1.0, 2.0], "orientation": [1, 0, 0, 0, 1, 0], "photometric": "MONOCHROME2",
-            "files": [f"a/{i}_1", f"a/{i}_2"], "root": "/data/export", "contrast": i == 1, "echo_time": 12.5,
-        })
+        rows.append(
+            {
+                "patient_key": KEYER.patient(f"p{i}"),
+                "study_key": KEYER.study(f"s{i}"),
+                "series_key": KEYER.series(f"x{i}"),
+                "modality": "MR",
+                "sequence": "T1",
+                "view": "",
+                "laterality": "",
+                "n_instances": 2,
+                "rows": 4,
+                "columns": 5,
+                "spacing": [1.0, 1.0, 2.0],
+                "orientation": [1, 0, 0, 0, 1, 0],
+                "photometric": "MONOCHROME2",
+                "files": [f"a/{i}_1", f"a/{i}_2"],
+                "root": "/data/export",
+                "contrast": i == 1,
+                "echo_time": 12.5,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -68,9 +82,15 @@ def test_datalist_round_trip_and_monai_paths(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.nii.gz").write_bytes(b"x")
     items = [{"case_key": "cas-1", "patient_key": "pat-1", "image": "img/a.nii.gz", "label": 1}]
-    path = write_datalist(tmp_path / "dl.json", {"training": items, "test": [
-        {"case_key": "cas-2", "patient_key": "pat-2", "image": "img/a.nii.gz", "label": 0}]}, name="toy",
-        channel_def={"0": "T1"})
+    path = write_datalist(
+        tmp_path / "dl.json",
+        {
+            "training": items,
+            "test": [{"case_key": "cas-2", "patient_key": "pat-2", "image": "img/a.nii.gz", "label": 0}],
+        },
+        name="toy",
+        channel_def={"0": "T1"},
+    )
     data = read_datalist(path)
     assert data["numTraining"] == 1 and data["channel_def"] == {"0": "T1"} and data["medssl_datalist_version"] == 1
     loaded = load_datalist(path, "training")

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from medssl.data.sequences import PHYSICS_RULES, SEQUENCE_RULES, SEQUENCES, explain_sequence, has_contrast, infer_sequence
+from medssl.data.sequences import (
+    PHYSICS_RULES,
+    SEQUENCE_RULES,
+    SEQUENCES,
+    explain_sequence,
+    has_contrast,
+    infer_sequence,
+)
 
 
 @pytest.mark.parametrize("rule", SEQUENCE_RULES, ids=lambda r: f"{r.sequence}:{r.example}")
@@ -55,16 +62,30 @@ def test_contrast_from_agent_and_cues():
     assert has_contrast({"ContrastBolusAgent": "Gadovist 1.0"})
     assert not has_contrast({"ContrastBolusAgent": "NONE", "SeriesDescription": "t1_se_tra"})
     assert not has_contrast({"SeriesDescription": "T1 pre contrast"})
-    assert infer_sequence({"Modality": "MR", "SeriesDescription": "t1_se_tra", "ContrastBolusAgent": "Dotarem"}) == "T1C"
+    assert (
+        infer_sequence({"Modality": "MR", "SeriesDescription": "t1_se_tra", "ContrastBolusAgent": "Dotarem"}) == "T1C"
+    )
 
 
 @pytest.mark.parametrize(
     "tr, te, ti, expected",
-    [(9000, 90, 2500, "FLAIR"), (500, 10, None, "T1"), (2300, 3, 900, "T1"), (4000, 100, None, "T2"), (30, 5, None, "T1"),
-     (1500, 40, None, "OTHER")],
+    [
+        (9000, 90, 2500, "FLAIR"),
+        (500, 10, None, "T1"),
+        (2300, 3, 900, "T1"),
+        (4000, 100, None, "T2"),
+        (30, 5, None, "T1"),
+        (1500, 40, None, "OTHER"),
+    ],
 )
 def test_physics_fallback(tr, te, ti, expected):
-    fields = {"Modality": "MR", "SeriesDescription": "series 4", "RepetitionTime": tr, "EchoTime": te, "InversionTime": ti}
+    fields = {
+        "Modality": "MR",
+        "SeriesDescription": "series 4",
+        "RepetitionTime": tr,
+        "EchoTime": te,
+        "InversionTime": ti,
+    }
     sequence, reason = explain_sequence(fields)
     assert sequence == expected
     assert ("physics" in reason) == (expected != "OTHER")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from medssl.data.datalist import write_datalist
@@ -109,8 +108,8 @@ def test_short_simclr_pretraining_beats_random_init(tmp_path):
     """30 SimCLR steps on 128 unlabelled images; probes on 10 % and 100 % of the labels, 100 test images.
 
     Measured on these images (docs/ssl.md): kNN at 100 % 0.93 (0.87-0.97) vs 0.75 random init; linear probe at
-    10 % (13 labels, another patient draw than this test's) 0.85 vs 0.71. The assertions leave room for platform differences but not for chance: the pretrained kNN's lower
-    CI bound must clear the random-init estimate.
+    10 % (13 labels, another patient draw than this test's) 0.85 vs 0.71. The assertions leave room for platform
+    differences but not for chance: the pretrained kNN's lower CI bound must clear the random-init estimate.
     """
     from medssl.ssl.evaluate import ssl_label_efficiency
 

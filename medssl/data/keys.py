@@ -93,6 +93,7 @@ class Keyer:
         self.salt = resolve_salt(salt, warn=warn)
 
     def __call__(self, kind: str, identifier: str) -> str:
+        """The key of ``identifier`` (see :func:`make_key`)."""
         return make_key(kind, identifier, self.salt)
 
     def patient(self, patient_id: str) -> str:

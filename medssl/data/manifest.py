@@ -58,7 +58,8 @@ MANIFEST_COLUMNS: tuple[Column, ...] = (
         "view",
         "str",
         True,
-        "planar view (CC, MLO ... for MG, with a `+MODIFIER` such as `CC+SPOT`; PA, AP, LL ... for DX/CR); empty otherwise",
+        "planar view (CC, MLO ... for MG, with a `+MODIFIER` such as `CC+SPOT`; PA, AP, LL ... for DX/CR); "
+        "empty otherwise",
     ),
     Column("laterality", "str", True, "L, R, B (both) or empty"),
     Column("n_instances", "int", True, "number of files (instances) in the series"),

@@ -67,23 +67,49 @@ _B = r"(?:^|[\s_\-./+*()\[\]:,\\])"
 _E = r"(?:$|[\s_\-./+*()\[\]:,\\0-9])"
 
 SEQUENCE_RULES: tuple[SequenceRule, ...] = (
-    SequenceRule("OTHER", r"localizer|scout|survey|3[\s_-]?plane[\s_-]?loc|aahead", ("ImageType",) + _TEXT,
-                 "ORIGINAL\\PRIMARY\\LOCALIZER"),
-    SequenceRule("ADC", _B + r"(adc|d?adc[\s_-]?map|apparent[\s_-]?diffusion)" + _E, ("ImageType",) + _TEXT,
-                 "ep2d_diff_3scan_trace_p2_ADC"),
-    SequenceRule("OTHER", _B + r"(fa|colfa|tensor[\s_-]?b0|exp|eadc|swi|swan|t2[\s_-]?star|t2\*|gre[\s_-]?t2|pd|"
-                 r"perfusion|perf|dsc|dce|mra|tof|angio|b0[\s_-]?map|field[\s_-]?map)" + _E,
-                 _TEXT, "AX SWAN"),
-    SequenceRule("DWI", _B + r"(dwi|diff\w*|trace\w*|ep2d[\s_-]?diff\w*|dti|b[\s_-]?=?[\s_-]?(500|800|1000|1500|2000))"
-                 + _E, ("ImageType",) + _TEXT, "ep2d_diff_3scan_trace_p2"),
+    SequenceRule(
+        "OTHER",
+        r"localizer|scout|survey|3[\s_-]?plane[\s_-]?loc|aahead",
+        ("ImageType",) + _TEXT,
+        "ORIGINAL\\PRIMARY\\LOCALIZER",
+    ),
+    SequenceRule(
+        "ADC",
+        _B + r"(adc|d?adc[\s_-]?map|apparent[\s_-]?diffusion)" + _E,
+        ("ImageType",) + _TEXT,
+        "ep2d_diff_3scan_trace_p2_ADC",
+    ),
+    SequenceRule(
+        "OTHER",
+        _B + r"(fa|colfa|tensor[\s_-]?b0|exp|eadc|swi|swan|t2[\s_-]?star|t2\*|gre[\s_-]?t2|pd|"
+        r"perfusion|perf|dsc|dce|mra|tof|angio|b0[\s_-]?map|field[\s_-]?map)" + _E,
+        _TEXT,
+        "AX SWAN",
+    ),
+    SequenceRule(
+        "DWI",
+        _B + r"(dwi|diff\w*|trace\w*|ep2d[\s_-]?diff\w*|dti|b[\s_-]?=?[\s_-]?(500|800|1000|1500|2000))" + _E,
+        ("ImageType",) + _TEXT,
+        "ep2d_diff_3scan_trace_p2",
+    ),
     # "T1 FLAIR" (GE) is T1-weighted inversion recovery, not the T2-FLAIR of BraTS: checked before FLAIR.
     SequenceRule("T1", _B + r"t1[\s_-]?(w[\s_-]?)?flair" + _E, _TEXT, "AX T1 FLAIR POST"),
-    SequenceRule("FLAIR", r"flair|dark[\s_-]?fluid|" + _B + r"(tirm|t2[\s_-]?ir|ir[\s_-]?fse|fl[\s_-]?t2)" + _E,
-                 _TEXT, "t2_tirm_tra_dark-fluid"),
-    SequenceRule("T1", _B + r"(t1\w*|mprage|mp[\s_-]?rage|spgr|fspgr|bravo|vibe|tfl3d\w*|fl3d\w*|t1ce|t1c|t1gd|"
-                 r"t1w|tfe|3d[\s_-]?ffe|space[\s_-]?t1|cube[\s_-]?t1)" + _E, _TEXT, "t1_mprage_sag_p2"),
-    SequenceRule("T2", _B + r"(t2\w*|t2w|tse[\s_-]?t2|space[\s_-]?t2|cube[\s_-]?t2|haste)" + _E, _TEXT,
-                 "t2_tse_tra_p2"),
+    SequenceRule(
+        "FLAIR",
+        r"flair|dark[\s_-]?fluid|" + _B + r"(tirm|t2[\s_-]?ir|ir[\s_-]?fse|fl[\s_-]?t2)" + _E,
+        _TEXT,
+        "t2_tirm_tra_dark-fluid",
+    ),
+    SequenceRule(
+        "T1",
+        _B + r"(t1\w*|mprage|mp[\s_-]?rage|spgr|fspgr|bravo|vibe|tfl3d\w*|fl3d\w*|t1ce|t1c|t1gd|"
+        r"t1w|tfe|3d[\s_-]?ffe|space[\s_-]?t1|cube[\s_-]?t1)" + _E,
+        _TEXT,
+        "t1_mprage_sag_p2",
+    ),
+    SequenceRule(
+        "T2", _B + r"(t2\w*|t2w|tse[\s_-]?t2|space[\s_-]?t2|cube[\s_-]?t2|haste)" + _E, _TEXT, "t2_tse_tra_p2"
+    ),
 )
 
 PHYSICS_RULES: tuple[PhysicsRule, ...] = (

@@ -1,4 +1,4 @@
-"""Public dataset layouts (BraTS, VinDr-Mammo, CBIS-DDSM, MIMIC-CXR-JPG, CheXpert, indexed DICOM exports) to datalists."""
+"""Public dataset layouts (BraTS, VinDr-Mammo, CBIS-DDSM, MIMIC-CXR-JPG, CheXpert, DICOM exports) to datalists."""
 
 from __future__ import annotations
 

@@ -184,8 +184,12 @@ def write_series(
             SliceLocation=f"{float(position @ normal):.6f}",
             InstanceNumber=int(numbers[k]),
         )
-        ds = build_dataset(plane.astype(plane.dtype if plane.dtype.kind in "iu" else np.int16), slice_tags,
-                           modality=modality, sop_instance_uid=new_uid(rng))
+        ds = build_dataset(
+            plane.astype(plane.dtype if plane.dtype.kind in "iu" else np.int16),
+            slice_tags,
+            modality=modality,
+            sop_instance_uid=new_uid(rng),
+        )
         written.append(write_dataset(ds, path))
     return written
 
