@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_cxr_pretraining_data
 
 from medssl.engines import (
     CheckpointError,
@@ -27,37 +28,16 @@ from medssl.engines.checkpoint import CHECKPOINT_FORMAT
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def cxr(tmp_path_factory):
     """12 synthetic patients (one frontal study each) in the MIMIC-CXR-JPG layout, a datalist and a tiny BERT."""
-    from medssl.data.layouts.mimic_cxr import mimic_cxr_datalist
-    from medssl.data.synth.cxr import generate
-    from medssl.engines import load_training_items
-    from medssl.networks.encoders import build_tiny_text_model
-
-    root = tmp_path_factory.mktemp("cxr")
-    generate(root, 12, seed=4, size=48, lateral=0.0, max_studies=1)
-    datalist, _ = mimic_cxr_datalist(
-        root,
-        root / "datalist.json",
-        frontal_only=True,
-        require_report=True,
-        resplit=True,
-        val_fraction=0.0,
-        test_fraction=0.0,
-        salt="test-salt",
+    return make_cxr_pretraining_data(
+        tmp_path_factory.mktemp("cxr"), tmp_path_factory.mktemp("bert"), 12, 4, dropout=0.1
     )
-    items = load_training_items(datalist)
-    texts = [Path(item["report"]).read_text() for item in items]
-    bert = build_tiny_text_model(texts, tmp_path_factory.mktemp("bert"), vocab_size=250, hidden_size=16, dropout=0.1)
-    return {"root": root, "datalist": datalist, "items": items, "bert": bert}
 
 
 def _settings(cxr, out, **overrides):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
-import torch
+from conftest import make_cxr_pretraining_data
 
 from medssl.cli.main import build_parser, main
 from medssl.engines import (
@@ -23,35 +22,14 @@ from medssl.engines import (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def cxr(tmp_path_factory):
-    from medssl.data.layouts.mimic_cxr import mimic_cxr_datalist
-    from medssl.data.synth.cxr import generate
-    from medssl.engines import load_training_items
-    from medssl.networks.encoders import build_tiny_text_model
-
-    root = tmp_path_factory.mktemp("cxr")
-    generate(root, 10, seed=2, size=48, lateral=0.0, max_studies=1)
-    datalist, _ = mimic_cxr_datalist(
-        root,
-        root / "datalist.json",
-        frontal_only=True,
-        require_report=True,
-        resplit=True,
-        val_fraction=0.0,
-        test_fraction=0.0,
-        salt="test-salt",
-    )
-    texts = [Path(item["report"]).read_text() for item in load_training_items(datalist)]
-    bert = build_tiny_text_model(texts, tmp_path_factory.mktemp("bert"), vocab_size=250, hidden_size=16)
-    return {"datalist": datalist, "bert": bert, "root": root}
+    """Synthetic MIMIC-CXR-JPG patients (one frontal study each), a datalist and a tiny BERT."""
+    return make_cxr_pretraining_data(tmp_path_factory.mktemp("cxr"), tmp_path_factory.mktemp("bert"), 10, 2)
 
 
 def _tiny(cxr) -> list[str]:

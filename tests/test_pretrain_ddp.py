@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import make_cxr_pretraining_data
 
 from medssl.engines import CheckpointManager, Pretraining, read_metrics
 
@@ -24,35 +24,16 @@ OPTIONS = {"image_backbone": "segresnet", "image_width": 0.5, "image_size": 32, 
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def cxr(tmp_path_factory):
-    from medssl.data.layouts.mimic_cxr import mimic_cxr_datalist
-    from medssl.data.synth.cxr import generate
-    from medssl.engines import load_training_items
-    from medssl.networks.encoders import build_tiny_text_model
-
-    root = tmp_path_factory.mktemp("cxr")
-    generate(root, 12, seed=8, size=48, lateral=0.0, max_studies=1)
-    datalist, _ = mimic_cxr_datalist(
-        root,
-        root / "datalist.json",
-        frontal_only=True,
-        require_report=True,
-        resplit=True,
-        val_fraction=0.0,
-        test_fraction=0.0,
-        salt="test-salt",
+    """Synthetic MIMIC-CXR-JPG patients (one frontal study each), a datalist and a tiny BERT."""
+    return make_cxr_pretraining_data(
+        tmp_path_factory.mktemp("cxr"), tmp_path_factory.mktemp("bert"), 12, 8, dropout=0.0
     )
-    texts = [Path(item["report"]).read_text() for item in load_training_items(datalist)]
-    bert = build_tiny_text_model(texts, tmp_path_factory.mktemp("bert"), vocab_size=250, hidden_size=16, dropout=0.0)
-    return {"datalist": datalist, "bert": bert}
 
 
 def _settings(cxr, out, **overrides):
